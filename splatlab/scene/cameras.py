@@ -62,7 +62,7 @@ def look_at_viewmat(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 
     eye = np.asarray(eye, dtype=np.float64)
     z = np.asarray(target, dtype=np.float64) - eye
     z /= np.linalg.norm(z)
-    x = np.cross(z, -np.asarray(up, dtype=np.float64))
+    x = np.cross(z, np.asarray(up, dtype=np.float64))  # OpenCV: x = y cross z with y = -up
     if np.linalg.norm(x) < 1e-9:  # looking along up: pick any perpendicular
         x = np.cross(z, np.array([1.0, 0.0, 0.0]))
     x /= np.linalg.norm(x)

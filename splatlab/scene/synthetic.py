@@ -63,6 +63,8 @@ from ..errors import DataError
 from .cameras import look_at_viewmat, opencv_viewmat_to_opengl_c2w
 from .datasets.base import Dataset, Frame, split_every_nth
 
+DEMO_ROOT = "<demo>"  # Dataset.root of the in-memory demo scene (not a folder)
+
 __all__ = [
     "AMBIENT",
     "SCENE_OBJECTS",
@@ -822,7 +824,7 @@ def make_demo_scene(cfg: DemoConfig | None = None) -> Dataset:
         "sun_intensity": SUN_INTENSITY,
     }
     return Dataset(
-        root=Path("splatlab-demo"),
+        root=Path(DEMO_ROOT),
         frames=frames,
         points=points,
         points_rgb=points_rgb,

@@ -1,0 +1,515 @@
+"""The 3DGS trainer: Gaussians fitted to posed images with the rasterizer of ``splatlab.rendering``.
+
+Follows the 3DGS paper (Kerbl et al. 2023) and gsplat's ``simple_trainer`` defaults: initialise from
+SfM points (or random points in a box), one Adam optimizer per parameter with the paper's learning
+rates (means scaled by the scene extent and decayed exponentially to 1% over the run), SH degree
+raised every ``sh_degree_interval`` steps, loss (1 - lambda) L1 + lambda D-SSIM with lambda = 0.2,
+densification by gsplat's DefaultStrategy (with the opacity reset that gsplat 1.5.3 skips) or
+MCMCStrategy (3DGS-MCMC, with opacity and scale regularisers). Checkpoints are written atomically
+every ``checkpoint_every`` steps and on interruption; ``resume=True`` continues from the latest.
+
+Library code does not print: progress reaches the caller through ``on_step`` / ``on_event``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, DataError
+from ..rendering import rasterize
+from ..rendering.metrics import psnr, ssim
+from ..utils import atomic_write_json
+from . import checkpoint as ckpt
+from .datasets.base import Dataset
+from .gaussians import init_gaussians, random_init_points, save_ply
+from .strategies import Default3DGSStrategy, MCMC3DGSStrategy
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``splatlab train`` (3DGS / gsplat simple_trainer defaults unless stated)."""
+
+    out: Path = Path("runs/scene")
+    """Run directory: config.json, ckpts/, scene.ply, metrics.json, renders/."""
+    method: Literal["3dgs", "mcmc"] = "3dgs"
+    """Densification: '3dgs' (clone/split/prune, DefaultStrategy) or 'mcmc' (3DGS-MCMC)."""
+    steps: int = 30_000
+    """Training steps (one image each)."""
+    downscale: int = 1
+    """Load images downscaled by this integer factor (cached on disk)."""
+    test_every: int = 8
+    """Every n-th view is a test view (0, n, 2n, ...), as the 3DGS papers do."""
+    sh_degree: int = 3
+    """Final spherical-harmonics degree (0..3)."""
+    sh_degree_interval: int = 1000
+    """Raise the active SH degree by one every this many steps."""
+    init: Literal["sfm", "random"] = "sfm"
+    """Initial Gaussians: the dataset's SfM points ('random' or no points: uniform in a box)."""
+    init_num_points: int = 100_000
+    """Number of random initial points (init='random' or a dataset without points)."""
+    init_extent: float = 3.0
+    """Half size of the random-init box, in units of the scene extent."""
+    init_opacity: float = 0.1
+    """Initial opacity."""
+    init_scale: float = 1.0
+    """Factor on the initial size (RMS distance to the 3 nearest neighbours)."""
+    ssim_lambda: float = 0.2
+    """Weight of D-SSIM in the loss (1 - l) L1 + l (1 - SSIM)."""
+    lr_means: float = 1.6e-4
+    """Learning rate of the means, times the scene extent; decays exponentially."""
+    lr_means_final_ratio: float = 0.01
+    """Final / initial learning rate of the means."""
+    lr_scales: float = 5e-3
+    """Learning rate of the log-scales."""
+    lr_quats: float = 1e-3
+    """Learning rate of the quaternions."""
+    lr_opacities: float = 5e-2
+    """Learning rate of the logit-opacities."""
+    lr_sh0: float = 2.5e-3
+    """Learning rate of the SH DC coefficients."""
+    lr_shN: float = 2.5e-3 / 20
+    """Learning rate of the higher SH coefficients."""
+    random_background: bool = False
+    """Composite renders on a random colour each step (gsplat's random_bkgd)."""
+    antialiased: bool = False
+    """Mip-Splatting-style antialiased rasterization (opacity compensation)."""
+    refine_start_iter: int = 500
+    """First step of densification."""
+    refine_stop_iter: int = 15_000
+    """Last step of densification."""
+    refine_every: int = 100
+    """Densify every this many steps."""
+    reset_every: int = 3000
+    """Reset opacities every this many steps (3dgs method)."""
+    grow_grad2d: float = 2e-4
+    """Screen-space gradient threshold for clone/split (3dgs method)."""
+    prune_opa: float = 0.005
+    """Opacity under which Gaussians are pruned (3dgs) or relocated (mcmc)."""
+    absgrad: bool = False
+    """Use absolute gradients for densification (AbsGS; set grow_grad2d ~ 8e-4 with it)."""
+    mcmc_cap_max: int = 1_000_000
+    """Maximum number of Gaussians (mcmc method)."""
+    mcmc_noise_lr: float = 5e5
+    """Position noise scale (mcmc method)."""
+    opacity_reg: float = 0.0
+    """Opacity regulariser weight (the mcmc method uses 0.01 when this is 0)."""
+    scale_reg: float = 0.0
+    """Scale regulariser weight (the mcmc method uses 0.01 when this is 0)."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (and at the end / on interruption)."""
+    keep_checkpoints: int = 3
+    """How many checkpoints to keep."""
+    resume: bool = False
+    """Continue from the latest checkpoint in ``out``."""
+    tensorboard: bool = False
+    """Log losses to ``out/tb`` (needs the tensorboard package)."""
+    device: str = "auto"
+    """'auto' (CUDA if available), 'cpu' or 'cuda'."""
+    seed: int = 0
+    """Random seed."""
+
+    def effective_regs(self) -> tuple[float, float]:
+        if self.method == "mcmc":
+            return self.opacity_reg or 0.01, self.scale_reg or 0.01
+        return self.opacity_reg, self.scale_reg
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    psnr: float
+    n_gaussians: int
+    its_per_s: float
+    sh_degree: int
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    n_gaussians: int
+    wall_time_s: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Fits Gaussians to a :class:`Dataset`. Use :meth:`train`, then :meth:`evaluate`."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        on_step: Callable[[StepStats], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        if not dataset.train_ids:
+            raise DataError(f"dataset {dataset.root} has no training views")
+        if not 0 <= cfg.sh_degree <= 3:
+            raise ValueError(f"sh_degree must be in 0..3, got {cfg.sh_degree}")
+        self.dataset = dataset
+        self.cfg = cfg
+        self.device = _device(cfg.device)
+        self.on_step = on_step or (lambda s: None)
+        self.on_event = on_event or (lambda s: None)
+        self.run_dir = Path(cfg.out)
+        self.scene_scale = dataset.scene_extent()
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.images: dict[int, Tensor] = {}
+        self.step = 0
+        self.params, self.optimizers = self._init_params()
+        self.strategy, self.strategy_state = self._init_strategy()
+        self.schedulers = [self._means_scheduler()]
+
+    # -------------------------------------------------------------- setup
+    def _init_params(self) -> tuple[torch.nn.ParameterDict, dict[str, torch.optim.Optimizer]]:
+        cfg, ds = self.cfg, self.dataset
+        if cfg.init == "sfm" and ds.points is not None and len(ds.points) >= 4:
+            pts, rgb = ds.points, ds.points_rgb
+        else:
+            pts = random_init_points(cfg.init_num_points, cfg.init_extent * self.scene_scale, seed=cfg.seed)
+            rgb = None
+        params = init_gaussians(
+            pts, rgb, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity, init_scale=cfg.init_scale,
+            seed=cfg.seed, device=self.device,
+        )
+        return params, self._make_optimizers(params)
+
+    def _make_optimizers(self, params: torch.nn.ParameterDict) -> dict[str, torch.optim.Optimizer]:
+        cfg = self.cfg
+        lrs = {
+            "means": cfg.lr_means * self.scene_scale,
+            "scales": cfg.lr_scales,
+            "quats": cfg.lr_quats,
+            "opacities": cfg.lr_opacities,
+            "sh0": cfg.lr_sh0,
+            "shN": cfg.lr_shN,
+        }
+        return {
+            name: torch.optim.Adam([{"params": p, "lr": lrs[name], "name": name}], eps=1e-15, betas=(0.9, 0.999))
+            for name, p in params.items()
+            if name in lrs
+        }
+
+    def _means_scheduler(self) -> torch.optim.lr_scheduler.ExponentialLR:
+        gamma = self.cfg.lr_means_final_ratio ** (1.0 / max(self.cfg.steps, 1))
+        return torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], gamma=gamma)
+
+    def _init_strategy(self) -> tuple[Any, dict[str, Any]]:
+        cfg = self.cfg
+        if cfg.method == "mcmc":
+            strategy = MCMC3DGSStrategy(
+                cap_max=cfg.mcmc_cap_max, noise_lr=cfg.mcmc_noise_lr, refine_start_iter=cfg.refine_start_iter,
+                refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, min_opacity=cfg.prune_opa,
+            )
+            state = strategy.initialize_state()
+        elif cfg.method == "3dgs":
+            strategy = Default3DGSStrategy(
+                prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start_iter,
+                refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, reset_every=cfg.reset_every,
+                absgrad=cfg.absgrad, verbose=False,
+            )
+            state = strategy.initialize_state(scene_scale=self.scene_scale)
+        else:
+            raise ValueError(f"method must be '3dgs' or 'mcmc', got {cfg.method!r}")
+        strategy.check_sanity(self.params, self.optimizers)
+        return strategy, state
+
+    # -------------------------------------------------------------- data
+    def image(self, i: int) -> Tensor:
+        """Ground-truth image i as float32 [H, W, 3] on the training device (loaded once)."""
+        if i not in self.images:
+            img = self.dataset.load_image(i)
+            f = self.dataset.frames[i]
+            if img.shape[:2] != (f.height, f.width):
+                raise DataError(
+                    f"image of frame {f.name!r} is {img.shape[1]}x{img.shape[0]} but its camera says "
+                    f"{f.width}x{f.height}; fix the intrinsics or the --downscale cache"
+                )
+            self.images[i] = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).to(self.device)
+        return self.images[i]
+
+    def camera(self, i: int) -> tuple[Tensor, Tensor, int, int]:
+        f = self.dataset.frames[i]
+        vm = torch.tensor(f.viewmat, dtype=torch.float32, device=self.device)
+        K = torch.tensor(f.K, dtype=torch.float32, device=self.device)
+        return vm, K, f.width, f.height
+
+    def background(self) -> Tensor:
+        bg = self.dataset.background or (0.0, 0.0, 0.0)
+        return torch.tensor(bg, dtype=torch.float32, device=self.device)
+
+    # -------------------------------------------------------------- rendering
+    def render(
+        self,
+        viewmat: Tensor,  # [4, 4]
+        K: Tensor,  # [3, 3]
+        width: int,
+        height: int,
+        sh_degree: int | None = None,
+        background: Tensor | None = None,  # [3]
+        render_mode: str = "RGB",
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """Render the current Gaussians: ([H, W, D], [H, W, 1], info)."""
+        p = self.params
+        deg = self.cfg.sh_degree if sh_degree is None else sh_degree
+        colors = torch.cat([p["sh0"], p["shN"]], dim=1)
+        bg = self.background() if background is None else background
+        bgs = None if render_mode in ("D", "ED") else bg[None]
+        out, alpha, info = rasterize(
+            p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), colors,
+            viewmat[None], K[None], width, height, sh_degree=deg, backgrounds=bgs, render_mode=render_mode,
+            rasterize_mode="antialiased" if self.cfg.antialiased else "classic", absgrad=self.cfg.absgrad,
+        )
+        return out[0], alpha[0], info
+
+    # -------------------------------------------------------------- training
+    def _order(self) -> list[int]:
+        ids = list(self.dataset.train_ids)
+        self.rng.shuffle(ids)
+        return ids
+
+    def train(self) -> TrainResult:
+        """Run (or resume) training to ``cfg.steps``; checkpoints on interruption, then re-raises."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.resume:
+            self.resume()
+        elif ckpt.latest_checkpoint(self.run_dir) is not None:
+            raise CheckpointError(
+                f"{self.run_dir} already holds checkpoints; pass --resume to continue it or choose another --out"
+            )
+        atomic_write_json(self.run_dir / ckpt.CONFIG_JSON, {"train": cfg.to_json(), "data": str(self.dataset.root)})
+        writer = self._tensorboard()
+        opacity_reg, scale_reg = cfg.effective_regs()
+        order: list[int] = []
+        t0 = time.perf_counter()
+        t_last, step_last = t0, self.step
+        start_step = self.step
+        try:
+            for step in range(self.step, cfg.steps):
+                self.step = step
+                if not order:
+                    order = self._order()
+                i = order.pop()
+                gt = self.image(i)
+                vm, K, w, h = self.camera(i)
+                sh_deg = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
+                bg = torch.rand(3, device=self.device) if cfg.random_background else None
+                img, alpha, info = self.render(vm, K, w, h, sh_degree=sh_deg, background=bg)
+                if cfg.random_background:  # the ground truth was composited on the dataset background
+                    gt = gt + (bg - self.background()) * (1.0 - self._gt_alpha(i, alpha))
+                self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
+                l1 = (img - gt).abs().mean()
+                ssim_v = ssim(img[None], gt[None]).mean()
+                loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_v)
+                if opacity_reg > 0:
+                    loss = loss + opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
+                if scale_reg > 0:
+                    loss = loss + scale_reg * torch.exp(self.params["scales"]).mean()
+                loss.backward()
+                for opt in self.optimizers.values():
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                for sched in self.schedulers:
+                    sched.step()
+                if cfg.method == "mcmc":
+                    self.strategy.step_post_backward(
+                        self.params, self.optimizers, self.strategy_state, step, info,
+                        lr=self.schedulers[0].get_last_lr()[0],
+                    )
+                else:
+                    self.strategy.step_post_backward(
+                        self.params, self.optimizers, self.strategy_state, step, info, packed=False
+                    )
+                now = time.perf_counter()
+                if now - t_last > 0.5 or step == cfg.steps - 1:
+                    with torch.no_grad():
+                        p = float(psnr(img.detach().clamp(0, 1), gt).item())
+                    stats = StepStats(step + 1, float(loss.item()), p, len(self.params["means"]),
+                                      (step + 1 - step_last) / (now - t_last), sh_deg)
+                    self.on_step(stats)
+                    if writer is not None:
+                        writer.add_scalar("train/loss", stats.loss, step)
+                        writer.add_scalar("train/psnr", stats.psnr, step)
+                        writer.add_scalar("train/num_gaussians", stats.n_gaussians, step)
+                    t_last, step_last = now, step + 1
+                if cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                    self.step = step + 1
+                    self.save()
+            self.step = cfg.steps
+        except KeyboardInterrupt:
+            # self.step is the step that was running: its update may be half-applied, so the
+            # checkpoint records the parameters as they are and the step count that produced them.
+            self.save()
+            self.on_event(f"interrupted at step {self.step}; checkpoint written to {self.run_dir}")
+            if writer is not None:
+                writer.close()
+            return TrainResult(self.run_dir, self.step, len(self.params["means"]),
+                               time.perf_counter() - t0, interrupted=True)
+        wall = time.perf_counter() - t0
+        self.save()
+        self.export_ply(self.run_dir / ckpt.SCENE_PLY)
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.run_dir, self.step - start_step, len(self.params["means"]), wall)
+
+    def _gt_alpha(self, i: int, render_alpha: Tensor) -> Tensor:
+        mask = self.dataset.load_mask(i)
+        if mask is None:
+            alpha = self.dataset.meta.get("alpha")
+            if alpha is not None:
+                return torch.as_tensor(np.asarray(alpha[i], dtype=np.float32), device=self.device)[..., None]
+            return torch.ones_like(render_alpha)
+        return torch.as_tensor(mask, dtype=torch.float32, device=self.device)[..., None]
+
+    def _tensorboard(self):  # noqa: ANN202
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("--tensorboard needs the tensorboard package: pip install 'splatlab[tensorboard]'") from e
+        return SummaryWriter(str(self.run_dir / "tb"))
+
+    # -------------------------------------------------------------- files
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (atomic)."""
+        extra = ckpt.dataset_extra(self.dataset)
+        extra["scene_scale"] = self.scene_scale
+        extra["schedulers"] = [s.state_dict() for s in self.schedulers]
+        extra["rng"] = self.rng.bit_generator.state
+        extra["torch_rng"] = torch.get_rng_state()
+        return ckpt.save_checkpoint(
+            self.run_dir, self.step, self.params, self.optimizers, self.strategy_state, extra,
+            keep_last=self.cfg.keep_checkpoints,
+        )
+
+    def resume(self) -> int:
+        """Load the latest checkpoint of the run directory; returns its step."""
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            raise CheckpointError(f"--resume: no checkpoint in {self.run_dir / 'ckpts'}; start without --resume")
+        data = ckpt.load_checkpoint(path, map_location=self.device)
+        self.params = ckpt.restore_params(data).to(self.device)
+        self.optimizers = self._make_optimizers(self.params)
+        ckpt.restore_optimizers(data, self.optimizers)
+        state = data.get("strategy_state") or {}
+        self.strategy_state.update({k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in state.items()})
+        self.schedulers = [self._means_scheduler()]
+        extra = data.get("extra", {})
+        for s, sd in zip(self.schedulers, extra.get("schedulers", [])):
+            s.load_state_dict(sd)
+        if "rng" in extra:
+            self.rng.bit_generator.state = extra["rng"]
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])
+        self.step = int(data["step"])
+        self.on_event(f"resumed from {path} at step {self.step}")
+        return self.step
+
+    def export_ply(self, path: Path) -> Path:
+        """INRIA PLY in the dataset's ORIGINAL coordinates."""
+        save_ply(path, self.params, transform=self.dataset.transform)
+        return path
+
+    # -------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, write_renders: bool = True, lpips_net: str | None = "alex") -> dict[str, Any]:
+        """PSNR / SSIM (/ LPIPS when its weights are present) on the test views; writes
+        ``renders/test/*.png`` (render | ground truth) and ``metrics.json``."""
+        import imageio.v3 as iio
+
+        ids = self.dataset.test_ids or self.dataset.train_ids
+        split = "test" if self.dataset.test_ids else "train"
+        lpips_fn, lpips_note = None, None
+        if lpips_net is not None:
+            from ..errors import WeightsNotFoundError
+            from ..rendering.metrics import load_lpips
+
+            try:
+                lpips_fn = load_lpips(lpips_net, device=self.device)
+            except WeightsNotFoundError as e:
+                lpips_note = str(e)
+        rows = []
+        out_dir = self.run_dir / "renders" / split
+        t0 = time.perf_counter()
+        for i in ids:
+            vm, K, w, h = self.camera(i)
+            img, _, _ = self.render(vm, K, w, h)
+            img = img.clamp(0, 1)
+            gt = self.image(i)
+            row = {"view": self.dataset.frames[i].name, "psnr": float(psnr(img, gt)), "ssim": float(ssim(img[None], gt[None])[0])}
+            if lpips_fn is not None:
+                row["lpips"] = float(lpips_fn(img[None], gt[None])[0])
+            rows.append(row)
+            if write_renders:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                pair = torch.cat([img, gt], dim=1).cpu().numpy()
+                iio.imwrite(out_dir / f"{len(rows) - 1:04d}.png", (pair * 255 + 0.5).astype(np.uint8))
+        render_s = (time.perf_counter() - t0) / max(len(ids), 1)
+        metrics: dict[str, Any] = {
+            "split": split,
+            "n_views": len(rows),
+            "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "ssim": float(np.mean([r["ssim"] for r in rows])),
+            "lpips": float(np.mean([r["lpips"] for r in rows])) if lpips_fn is not None else None,
+            "lpips_note": lpips_note,
+            "n_gaussians": len(self.params["means"]),
+            "step": self.step,
+            "seconds_per_render": render_s,
+            "per_view": rows,
+        }
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any) -> Trainer:
+    """A Trainer restored from a run directory (its config.json and latest checkpoint). The dataset
+    is reloaded from the path stored in config.json unless given."""
+    cfg_path = Path(run_dir) / ckpt.CONFIG_JSON
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {ckpt.CONFIG_JSON}); train one with `splatlab train`")
+    stored = json.loads(cfg_path.read_text())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in stored["train"].items() if k in fields}
+    kw["out"] = Path(run_dir)
+    kw.update(overrides)
+    cfg = TrainConfig(**kw)
+    cfg.resume = True
+    if dataset is None:
+        from .datasets import load_dataset
+
+        from .synthetic import DEMO_ROOT, make_demo_scene
+
+        data = stored["data"]
+        if data == DEMO_ROOT:
+
+            dataset = make_demo_scene()
+        else:
+            dataset = load_dataset(Path(data), downscale=cfg.downscale, test_every=cfg.test_every)
+    trainer = Trainer(dataset, cfg)
+    trainer.resume()
+    return trainer

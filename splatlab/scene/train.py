@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,35 @@ class TrainConfig:
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
+class TrainControl:
+    """Shared between the training loop and a live viewer: ``lock`` is held while parameters change
+    (step, densification), so a reader holding it sees a consistent scene; ``pause()`` /
+    ``resume()`` stop and continue the loop between steps; ``stop()`` ends training cleanly."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._running = threading.Event()
+        self._running.set()
+        self.stop_requested = False
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        self._running.set()
+
+    def wait_if_paused(self) -> None:
+        self._running.wait()
+
+
 @dataclass
 class StepStats:
     step: int
@@ -174,6 +204,7 @@ class Trainer:
         self.on_step = on_step or (lambda s: None)
         self.on_event = on_event or (lambda s: None)
         self.run_dir = Path(cfg.out)
+        self.control = TrainControl()
         self.scene_scale = dataset.scene_extent()
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -193,13 +224,29 @@ class Trainer:
             rgb = None
         params = init_gaussians(
             pts, rgb, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity, init_scale=cfg.init_scale,
-            seed=cfg.seed, device=self.device,
+            extras=self.extra_channels(), seed=cfg.seed, device=self.device,
         )
         return params, self._make_optimizers(params)
 
-    def _make_optimizers(self, params: torch.nn.ParameterDict) -> dict[str, torch.optim.Optimizer]:
+    def extra_channels(self) -> dict[str, int]:
+        """Extra per-Gaussian parameters (name -> width), zero-initialised; subclasses add theirs."""
+        return {}
+
+    def aux_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimizers of parameters that are not per-Gaussian (e.g. an environment map)."""
+        return []
+
+    def aux_state_dict(self) -> dict[str, Any]:
+        """State of non-per-Gaussian parameters and their optimizers, stored in checkpoints."""
+        return {}
+
+    def load_aux_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`aux_state_dict` (called on resume)."""
+
+    def param_lrs(self) -> dict[str, float]:
+        """Learning rate of every per-Gaussian parameter (subclasses add their extras)."""
         cfg = self.cfg
-        lrs = {
+        return {
             "means": cfg.lr_means * self.scene_scale,
             "scales": cfg.lr_scales,
             "quats": cfg.lr_quats,
@@ -207,10 +254,15 @@ class Trainer:
             "sh0": cfg.lr_sh0,
             "shN": cfg.lr_shN,
         }
+
+    def _make_optimizers(self, params: torch.nn.ParameterDict) -> dict[str, torch.optim.Optimizer]:
+        lrs = self.param_lrs()
+        missing = [k for k in params.keys() if k not in lrs]
+        if missing:
+            raise ValueError(f"no learning rate for parameter(s) {missing}; add them to param_lrs()")
         return {
             name: torch.optim.Adam([{"params": p, "lr": lrs[name], "name": name}], eps=1e-15, betas=(0.9, 0.999))
             for name, p in params.items()
-            if name in lrs
         }
 
     def _means_scheduler(self) -> torch.optim.lr_scheduler.ExponentialLR:
@@ -303,14 +355,17 @@ class Trainer:
             )
         atomic_write_json(self.run_dir / ckpt.CONFIG_JSON, {"train": cfg.to_json(), "data": str(self.dataset.root)})
         writer = self._tensorboard()
-        opacity_reg, scale_reg = cfg.effective_regs()
         order: list[int] = []
         t0 = time.perf_counter()
         t_last, step_last = t0, self.step
         start_step = self.step
         try:
             for step in range(self.step, cfg.steps):
+                self.control.wait_if_paused()
                 self.step = step
+                if self.control.stop_requested:  # a clean stop: ``step`` steps are done
+                    break
+                self.control.lock.acquire()
                 if not order:
                     order = self._order()
                 i = order.pop()
@@ -318,19 +373,14 @@ class Trainer:
                 vm, K, w, h = self.camera(i)
                 sh_deg = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
                 bg = torch.rand(3, device=self.device) if cfg.random_background else None
-                img, alpha, info = self.render(vm, K, w, h, sh_degree=sh_deg, background=bg)
+                out = self.forward(step, i, vm, K, w, h, sh_deg, bg)
+                img, info = out["img"], out["info"]
                 if cfg.random_background:  # the ground truth was composited on the dataset background
-                    gt = gt + (bg - self.background()) * (1.0 - self._gt_alpha(i, alpha))
+                    gt = gt + (bg - self.background()) * (1.0 - self._gt_alpha(i, out["alpha"]))
                 self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
-                l1 = (img - gt).abs().mean()
-                ssim_v = ssim(img[None], gt[None]).mean()
-                loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_v)
-                if opacity_reg > 0:
-                    loss = loss + opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
-                if scale_reg > 0:
-                    loss = loss + scale_reg * torch.exp(self.params["scales"]).mean()
+                loss = self.compute_loss(step, out, gt)
                 loss.backward()
-                for opt in self.optimizers.values():
+                for opt in [*self.optimizers.values(), *self.aux_optimizers()]:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 for sched in self.schedulers:
@@ -344,6 +394,7 @@ class Trainer:
                     self.strategy.step_post_backward(
                         self.params, self.optimizers, self.strategy_state, step, info, packed=False
                     )
+                self.control.lock.release()
                 now = time.perf_counter()
                 if now - t_last > 0.5 or step == cfg.steps - 1:
                     with torch.no_grad():
@@ -359,8 +410,11 @@ class Trainer:
                 if cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                     self.step = step + 1
                     self.save()
-            self.step = cfg.steps
+            else:
+                self.step = cfg.steps
         except KeyboardInterrupt:
+            if self.control.lock._is_owned():  # type: ignore[attr-defined]
+                self.control.lock.release()
             # self.step is the step that was running: its update may be half-applied, so the
             # checkpoint records the parameters as they are and the step count that produced them.
             self.save()
@@ -374,7 +428,29 @@ class Trainer:
         self.export_ply(self.run_dir / ckpt.SCENE_PLY)
         if writer is not None:
             writer.close()
-        return TrainResult(self.run_dir, self.step - start_step, len(self.params["means"]), wall)
+        return TrainResult(self.run_dir, self.step - start_step, len(self.params["means"]), wall,
+                           interrupted=self.control.stop_requested)
+
+    def forward(
+        self, step: int, i: int, vm: Tensor, K: Tensor, w: int, h: int, sh_degree: int, bg: Tensor | None
+    ) -> dict[str, Any]:
+        """One training render of view i: at least {"img" [H, W, 3], "alpha" [H, W, 1], "info"}."""
+        img, alpha, info = self.render(vm, K, w, h, sh_degree=sh_degree, background=bg)
+        return {"img": img, "alpha": alpha, "info": info}
+
+    def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
+        """(1 - l) L1 + l D-SSIM, plus the opacity / scale regularisers when enabled."""
+        cfg = self.cfg
+        img = out["img"]
+        l1 = (img - gt).abs().mean()
+        ssim_v = ssim(img[None], gt[None]).mean()
+        loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_v)
+        opacity_reg, scale_reg = cfg.effective_regs()
+        if opacity_reg > 0:
+            loss = loss + opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
+        if scale_reg > 0:
+            loss = loss + scale_reg * torch.exp(self.params["scales"]).mean()
+        return loss
 
     def _gt_alpha(self, i: int, render_alpha: Tensor) -> Tensor:
         mask = self.dataset.load_mask(i)
@@ -402,6 +478,7 @@ class Trainer:
         extra["schedulers"] = [s.state_dict() for s in self.schedulers]
         extra["rng"] = self.rng.bit_generator.state
         extra["torch_rng"] = torch.get_rng_state()
+        extra["aux"] = self.aux_state_dict()
         return ckpt.save_checkpoint(
             self.run_dir, self.step, self.params, self.optimizers, self.strategy_state, extra,
             keep_last=self.cfg.keep_checkpoints,
@@ -426,6 +503,7 @@ class Trainer:
             self.rng.bit_generator.state = extra["rng"]
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
+        self.load_aux_state_dict(extra.get("aux") or {})
         self.step = int(data["step"])
         self.on_event(f"resumed from {path} at step {self.step}")
         return self.step
@@ -501,7 +579,6 @@ def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any
     cfg.resume = True
     if dataset is None:
         from .datasets import load_dataset
-
         from .synthetic import DEMO_ROOT, make_demo_scene
 
         data = stored["data"]

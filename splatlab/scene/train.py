@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, DataError
-from ..rendering import rasterize
 from ..rendering.metrics import psnr, ssim
+from ..rendering.splats import render_splats
 from ..utils import atomic_write_json
 from . import checkpoint as ckpt
 from .datasets.base import Dataset
@@ -325,15 +325,12 @@ class Trainer:
         render_mode: str = "RGB",
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """Render the current Gaussians: ([H, W, D], [H, W, 1], info)."""
-        p = self.params
         deg = self.cfg.sh_degree if sh_degree is None else sh_degree
-        colors = torch.cat([p["sh0"], p["shN"]], dim=1)
         bg = self.background() if background is None else background
-        bgs = None if render_mode in ("D", "ED") else bg[None]
-        out, alpha, info = rasterize(
-            p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), colors,
-            viewmat[None], K[None], width, height, sh_degree=deg, backgrounds=bgs, render_mode=render_mode,
-            rasterize_mode="antialiased" if self.cfg.antialiased else "classic", absgrad=self.cfg.absgrad,
+        out, alpha, info = render_splats(
+            self.params, viewmat[None], K[None], width, height, sh_degree=deg, backgrounds=bg[None],
+            render_mode=render_mode, rasterize_mode="antialiased" if self.cfg.antialiased else "classic",
+            absgrad=self.cfg.absgrad,
         )
         return out[0], alpha[0], info
 

@@ -42,8 +42,9 @@ class TrainConfig:
 
     out: Path = Path("runs/scene")
     """Run directory: config.json, ckpts/, scene.ply, metrics.json, renders/."""
-    method: Literal["3dgs", "mcmc"] = "3dgs"
-    """Densification: '3dgs' (clone/split/prune, DefaultStrategy) or 'mcmc' (3DGS-MCMC)."""
+    method: Literal["3dgs", "mcmc", "gaussianshader"] = "3dgs"
+    """'3dgs': clone/split/prune densification; 'mcmc': 3DGS-MCMC; 'gaussianshader': reflective
+    shading (GaussianShader) with 3dgs densification."""
     steps: int = 30_000
     """Training steps (one image each)."""
     downscale: int = 1
@@ -277,7 +278,7 @@ class Trainer:
                 refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, min_opacity=cfg.prune_opa,
             )
             state = strategy.initialize_state()
-        elif cfg.method == "3dgs":
+        elif cfg.method in ("3dgs", "gaussianshader"):
             strategy = Default3DGSStrategy(
                 prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start_iter,
                 refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, reset_every=cfg.reset_every,
@@ -285,7 +286,7 @@ class Trainer:
             )
             state = strategy.initialize_state(scene_scale=self.scene_scale)
         else:
-            raise ValueError(f"method must be '3dgs' or 'mcmc', got {cfg.method!r}")
+            raise ValueError(f"method must be '3dgs', 'mcmc' or 'gaussianshader', got {cfg.method!r}")
         strategy.check_sanity(self.params, self.optimizers)
         return strategy, state
 

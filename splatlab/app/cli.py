@@ -1,0 +1,351 @@
+"""The ``splatlab`` command: one CLI, tyro subcommands built from dataclasses.
+
+    splatlab demo                      train on the embedded demo scene (CPU-friendly)
+    splatlab train DATA [--method ...] train a scene from photos / a nerfstudio or COLMAP dataset
+    splatlab eval RUN                  PSNR / SSIM / LPIPS on the test views
+    splatlab render RUN --camera-path camera_path.json
+    splatlab export RUN --format ply|splat
+    splatlab view RUN_OR_PLY           the browser viewer
+
+Only this module prints; library code raises typed errors that are shown here as one message.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from .. import __version__
+from ..errors import SplatlabError
+from ..scene.train import TrainConfig
+
+
+def _console():  # noqa: ANN202 - rich is imported lazily to keep --help fast
+    from rich.console import Console
+
+    return Console()
+
+
+# ----------------------------------------------------------------------------- train / demo
+
+
+def _progress_trainer(trainer: Any, total: int, console: Any) -> Any:
+    """Run ``trainer.train()`` under a rich progress bar; Ctrl-C stops cleanly after the current
+    step (checkpoint + export); a second Ctrl-C interrupts at once (a checkpoint is still written)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"), console=console,
+    )
+    task = progress.add_task("train", total=total, completed=trainer.step, stats="")
+    previous = trainer.on_step
+
+    def on_step(s: Any) -> None:
+        previous(s)
+        progress.update(task, completed=s.step, stats=(
+            f"loss {s.loss:.4f}  psnr {s.psnr:5.2f}  gaussians {s.n_gaussians:,}  {s.its_per_s:5.1f} it/s  sh {s.sh_degree}"
+        ))
+
+    trainer.on_step = on_step
+    trainer.on_event = lambda msg: console.print(f"[yellow]{msg}")
+    first = [True]
+
+    def handler(signum: int, frame: Any) -> None:
+        if first[0]:
+            first[0] = False
+            console.print("[yellow]stopping after this step (Ctrl-C again to interrupt now)...")
+            trainer.control.stop()
+        else:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        with progress:
+            return trainer.train()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _make_trainer(dataset: Any, train: TrainConfig, shader: Any = None, features: Any = None) -> Any:
+    if train.method == "gaussianshader":
+        from ..scene.train_shader import make_trainer
+
+        return make_trainer(dataset, train, shader)
+    if features is not None and features.teacher != "none":
+        from ..scene.train_features import make_feature_trainer
+
+        return make_feature_trainer(dataset, train, features)
+    from ..scene.train import Trainer
+
+    return Trainer(dataset, train)
+
+
+def _report(console: Any, result: Any, metrics: dict[str, Any] | None) -> None:
+    run = result.run_dir
+    console.print(f"[green]trained {result.steps} steps in {result.wall_time_s:.1f} s, {result.n_gaussians:,} Gaussians")
+    if metrics:
+        lp = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
+        console.print(
+            f"[green]{metrics['split']} views ({metrics['n_views']}): PSNR {metrics['psnr']:.2f} dB, "
+            f"SSIM {metrics['ssim']:.4f}{lp}"
+        )
+        if metrics.get("lpips_note"):
+            console.print(f"[yellow]LPIPS not computed: {metrics['lpips_note']}")
+    console.print(f"run directory: {run}")
+    console.print(f"  scene (INRIA PLY): {run / 'scene.ply'}")
+    console.print(f"  metrics:           {run / 'metrics.json'}")
+    console.print(f"  test renders:      {run / 'renders'}")
+    console.print(f"  view it:           splatlab view {run}")
+
+
+@dataclass
+class Demo:
+    """Train on the embedded procedural demo scene (48 views, 160x120) and evaluate it."""
+
+    out: Path = Path("runs/demo")
+    """Run directory (replaced if it exists and --overwrite is given)."""
+    steps: int = 1500
+    """Training steps (about 2 minutes on 2 CPU cores)."""
+    method: Literal["3dgs", "mcmc", "gaussianshader"] = "3dgs"
+    """Training method."""
+    overwrite: bool = True
+    """Start afresh in ``out`` even if a previous demo run is there."""
+    view: bool = False
+    """Open the browser viewer on the result when training is done."""
+    port: int = 8080
+    """Viewer port (with --view)."""
+
+    def run(self) -> None:
+        import shutil
+
+        from ..scene.synthetic import make_demo_scene
+
+        console = _console()
+        if self.out.exists() and self.overwrite:
+            shutil.rmtree(self.out)
+        console.print("making the demo scene (procedural, ray traced)...")
+        dataset = make_demo_scene()
+        cfg = demo_train_config(self.out, self.steps)
+        cfg.method = self.method
+        trainer = _make_trainer(dataset, cfg, _default_shader_config())
+        result = _progress_trainer(trainer, cfg.steps, console)
+        metrics = trainer.evaluate()
+        _report(console, result, metrics)
+        if self.view:
+            from .viewer import ViewerConfig, run_viewer
+
+            run_viewer(ViewerConfig(scene=self.out, port=self.port))
+
+
+def demo_train_config(out: Path, steps: int) -> Any:
+    """The demo's schedule: the 3DGS defaults compressed to ``steps`` steps."""
+    return TrainConfig(
+        out=out, steps=steps, refine_start_iter=min(300, steps // 5), refine_stop_iter=int(steps * 0.8),
+        refine_every=100, reset_every=max(steps // 2, 200), sh_degree_interval=max(steps // 6, 1),
+        checkpoint_every=max(steps // 3, 1),
+    )
+
+
+def _default_shader_config() -> Any:
+    try:
+        from ..scene.train_shader import ShaderConfig
+    except ImportError:
+        return None
+    return ShaderConfig()
+
+
+def _default_feature_config() -> Any:
+    try:
+        from ..scene.train_features import FeatureConfig
+    except ImportError:
+        return None
+    return FeatureConfig()
+
+
+@dataclass
+class Train:
+    """Train a Gaussian scene from a dataset: nerfstudio transforms.json (incl. instant-ngp),
+    Blender-synthetic, a COLMAP model, or a folder of photos (structure-from-motion with pycolmap)."""
+
+    data: tyro.conf.Positional[Path]
+    """Dataset folder (or the demo with the literal path 'demo')."""
+    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
+    """Training options."""
+    evaluate: bool = True
+    """Evaluate on the test views when training ends."""
+    view: bool = False
+    """Show training live in the browser viewer."""
+    port: int = 8080
+    """Viewer port (with --view)."""
+    host: str = "127.0.0.1"
+    """Viewer host (with --view); 127.0.0.1 keeps it local."""
+
+    def run(self) -> None:
+        console = _console()
+        dataset = _load_data(self.data, self.train, console)
+        cfg = self.train
+        trainer = _make_trainer(dataset, cfg, _default_shader_config(), _default_feature_config())
+        if self.view:
+            from .viewer import attach_training_viewer
+
+            attach_training_viewer(trainer, host=self.host, port=self.port)
+            console.print(f"viewer: http://{self.host}:{self.port}")
+        result = _progress_trainer(trainer, cfg.steps, console)
+        metrics = trainer.evaluate() if self.evaluate and not result.interrupted else None
+        _report(console, result, metrics)
+
+
+def _load_data(path: Path, cfg: Any, console: Any) -> Any:
+    if str(path) == "demo":
+        from ..scene.synthetic import make_demo_scene
+
+        return make_demo_scene()
+    from ..scene.datasets import load_dataset
+
+    console.print(f"loading {path} ...")
+    ds = load_dataset(path, downscale=cfg.downscale, test_every=cfg.test_every)
+    sfm = ds.meta.get("sfm")
+    if sfm:
+        console.print(f"structure-from-motion: {sfm}")
+    console.print(f"{len(ds.train_ids)} training / {len(ds.test_ids)} test views, "
+                  f"{0 if ds.points is None else len(ds.points):,} initial points")
+    return ds
+
+
+@dataclass
+class Eval:
+    """Evaluate a trained run on its test views (PSNR, SSIM, LPIPS when its weights are present)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run directory written by ``splatlab train``."""
+    renders: bool = True
+    """Write test renders (render | ground truth) to RUN/renders/test."""
+
+    def run(self) -> None:
+        from ..scene.train import load_trainer
+
+        console = _console()
+        trainer = load_trainer(self.run_dir)
+        m = trainer.evaluate(write_renders=self.renders)
+        lp = f"  LPIPS {m['lpips']:.4f}" if m.get("lpips") is not None else ""
+        console.print(f"{m['split']} ({m['n_views']} views, step {m['step']}): PSNR {m['psnr']:.2f} dB  "
+                      f"SSIM {m['ssim']:.4f}{lp}")
+        if m.get("lpips_note"):
+            console.print(f"[yellow]LPIPS not computed: {m['lpips_note']}")
+        console.print(f"metrics: {self.run_dir / 'metrics.json'}")
+
+
+@dataclass
+class Render:
+    """Render a nerfstudio camera_path.json through a trained scene to an mp4 (or PNG frames)."""
+
+    scene: tyro.conf.Positional[Path]
+    """Run directory, .ply or .splat."""
+    camera_path: Path = Path("camera_path.json")
+    """nerfstudio camera_path.json (OpenGL camera_to_world, vertical fov)."""
+    out: Path = Path("render.mp4")
+    """Output .mp4, or a folder for PNG frames."""
+    render_mode: Literal["RGB", "D", "ED"] = "RGB"
+    """What to render (depth modes are colormapped)."""
+
+    def run(self) -> None:
+        from ..app.render_video import render_camera_path
+
+        console = _console()
+        from rich.progress import Progress
+
+        with Progress(console=console) as progress:
+            task = progress.add_task("render", total=None)
+
+            def cb(i: int, n: int) -> None:
+                progress.update(task, total=n, completed=i)
+
+            out = render_camera_path(self.scene, self.camera_path, self.out, render_mode=self.render_mode, progress=cb)
+        console.print(f"[green]wrote {out}")
+
+
+@dataclass
+class Export:
+    """Export a trained scene as an INRIA PLY (SuperSplat, gsplat, nerfstudio read it) or .splat."""
+
+    scene: tyro.conf.Positional[Path]
+    """Run directory (latest checkpoint), .ply or .splat."""
+    format: Literal["ply", "splat"] = "ply"
+    """Output format."""
+    out: Path | None = None
+    """Output file (default: RUN/scene.<format>)."""
+
+    def run(self) -> None:
+        import numpy as np
+
+        from ..scene.checkpoint import load_scene
+        from ..scene.gaussians import save_ply, save_splat
+
+        loaded = load_scene(self.scene)
+        out = self.out or ((self.scene if self.scene.is_dir() else self.scene.parent) / f"scene.{self.format}")
+        transform = None if np.allclose(loaded.transform, np.eye(4)) else loaded.transform
+        (save_ply if self.format == "ply" else save_splat)(out, loaded.params, transform=transform)
+        _console().print(f"[green]wrote {out} ({len(loaded.params['means']):,} Gaussians, original coordinates)")
+
+
+def _view_command() -> type:
+    from .viewer import ViewerConfig, run_viewer
+
+    @dataclass
+    class View:
+        """Open a run directory or a .ply in the browser viewer (viser)."""
+
+        config: Annotated[ViewerConfig, tyro.conf.arg(name="")]
+
+        def run(self) -> None:
+            run_viewer(self.config)
+
+    return View
+
+
+COMMANDS: dict[str, type] = {"demo": Demo, "train": Train, "eval": Eval, "render": Render, "export": Export}
+
+
+def _commands() -> dict[str, type]:
+    cmds = dict(COMMANDS)
+    try:
+        cmds["view"] = _view_command()
+    except ImportError:  # the viewer's dependencies (viser) are missing
+        pass
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"splatlab {__version__}")
+        return 0
+    cmd = tyro.extras.subcommand_cli_from_dict(
+        _commands(),
+        args=argv,
+        description=f"splatlab {__version__}: train, view, query and analyse 3D Gaussian Splatting scenes.",
+    )
+    try:
+        cmd.run()
+    except SplatlabError as e:
+        _console().print(f"[red]error:[/red] {e}")
+        return 2
+    except ValueError as e:  # bad arguments found by library code
+        _console().print(f"[red]error:[/red] {e}")
+        return 2
+    return 0
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

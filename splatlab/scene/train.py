@@ -347,7 +347,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
             self.resume()
-        elif ckpt.latest_checkpoint(self.run_dir) is not None:
+        elif self.step == 0 and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue it or choose another --out"
             )

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+
+import splatlab  # noqa: F401  (before any torch import: sets the OpenMP wait policy, see splatlab/__init__.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
     no_cuda = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
     no_data = pytest.mark.skip(reason=f"needs the real data folder {SHARED_DATA} (absent)")
     for item in items:

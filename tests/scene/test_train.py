@@ -142,3 +142,16 @@ def test_opacity_reset_fires() -> None:
     assert torch.sigmoid(params["opacities"]).min() > 0.9
     strat.step_post_backward(params, opts, state, 100, info)
     assert torch.sigmoid(params["opacities"]).max() <= 0.01 + 1e-6
+
+
+def test_tensorboard_log_is_written(demo, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = Trainer(demo, _cfg(tmp_path / "run", 12, tensorboard=True))
+    trainer.on_step = lambda s: None
+    trainer.train()
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert "train/loss" in acc.Tags()["scalars"]
+    assert len(acc.Scalars("train/psnr")) >= 1

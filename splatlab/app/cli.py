@@ -23,6 +23,7 @@ import tyro
 from .. import __version__
 from ..errors import SplatlabError
 from ..scene.train import TrainConfig
+from ..scene.train_features import FeatureConfig
 
 
 def _console():  # noqa: ANN202 - rich is imported lazily to keep --help fast
@@ -77,7 +78,7 @@ def _make_trainer(dataset: Any, train: TrainConfig, shader: Any = None, features
         from ..scene.train_shader import make_trainer
 
         return make_trainer(dataset, train, shader)
-    if features is not None and features.teacher != "none":
+    if features is not None:
         from ..scene.train_features import make_feature_trainer
 
         return make_feature_trainer(dataset, train, features)
@@ -160,14 +161,6 @@ def _default_shader_config() -> Any:
     return ShaderConfig()
 
 
-def _default_feature_config() -> Any:
-    try:
-        from ..scene.train_features import FeatureConfig
-    except ImportError:
-        return None
-    return FeatureConfig()
-
-
 @dataclass
 class Train:
     """Train a Gaussian scene from a dataset: nerfstudio transforms.json (incl. instant-ngp),
@@ -177,6 +170,11 @@ class Train:
     """Dataset folder (or the demo with the literal path 'demo')."""
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
     """Training options."""
+    features: Literal["none", "lseg", "sam", "clip", "labels"] = "none"
+    """Distil per-Gaussian features (Feature 3DGS) from this teacher; 'labels' is the synthetic
+    teacher of the labelled demo scene."""
+    feature: Annotated[FeatureConfig, tyro.conf.arg(name="features")] = field(default_factory=FeatureConfig)
+    """Feature-distillation options (with --features)."""
     evaluate: bool = True
     """Evaluate on the test views when training ends."""
     view: bool = False
@@ -190,7 +188,12 @@ class Train:
         console = _console()
         dataset = _load_data(self.data, self.train, console)
         cfg = self.train
-        trainer = _make_trainer(dataset, cfg, _default_shader_config(), _default_feature_config())
+        feat = None
+        if self.features != "none":
+            feat = self.feature
+            feat.teacher = self.features
+            feat.validate()
+        trainer = _make_trainer(dataset, cfg, _default_shader_config(), feat)
         if self.view:
             from .viewer import attach_training_viewer
 

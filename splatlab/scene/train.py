@@ -237,6 +237,10 @@ class Trainer:
         """Optimizers of parameters that are not per-Gaussian (e.g. an environment map)."""
         return []
 
+    def config_json(self) -> dict[str, Any]:
+        """What ``config.json`` records (subclasses add their option sections, e.g. "features")."""
+        return {"train": self.cfg.to_json(), "data": str(self.dataset.root)}
+
     def aux_state_dict(self) -> dict[str, Any]:
         """State of non-per-Gaussian parameters and their optimizers, stored in checkpoints."""
         return {}
@@ -351,7 +355,7 @@ class Trainer:
             raise CheckpointError(
                 f"{self.run_dir} already holds checkpoints; pass --resume to continue it or choose another --out"
             )
-        atomic_write_json(self.run_dir / ckpt.CONFIG_JSON, {"train": cfg.to_json(), "data": str(self.dataset.root)})
+        atomic_write_json(self.run_dir / ckpt.CONFIG_JSON, self.config_json())
         writer = self._tensorboard()
         order: list[int] = []
         t0 = time.perf_counter()
@@ -585,6 +589,27 @@ def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any
             dataset = make_demo_scene()
         else:
             dataset = load_dataset(Path(data), downscale=cfg.downscale, test_every=cfg.test_every)
-    trainer = Trainer(dataset, cfg)
+    if "features" in stored:
+        from .train_features import FeatureConfig, make_feature_trainer
+
+        trainer: Trainer = make_feature_trainer(dataset, cfg, _dataclass_from(FeatureConfig, stored["features"]))
+    elif cfg.method == "gaussianshader":
+        from .train_shader import ShaderConfig, make_trainer
+
+        trainer = make_trainer(dataset, cfg, _dataclass_from(ShaderConfig, stored.get("shader", {})))
+    else:
+        trainer = Trainer(dataset, cfg)
     trainer.resume()
     return trainer
+
+
+def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from its JSON form (unknown keys ignored, paths restored)."""
+    out = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            v = values[f.name]
+            if isinstance(getattr(out, f.name), Path) or ("Path" in str(f.type) and isinstance(v, str)):
+                v = Path(v)
+            setattr(out, f.name, v)
+    return out

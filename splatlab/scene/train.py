@@ -593,7 +593,7 @@ def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any
         from .train_features import FeatureConfig, make_feature_trainer
 
         trainer: Trainer = make_feature_trainer(dataset, cfg, _dataclass_from(FeatureConfig, stored["features"]))
-    elif cfg.method == "gaussianshader":
+    elif "shader" in stored or cfg.method == "gaussianshader":
         from .train_shader import ShaderConfig, make_trainer
 
         trainer = make_trainer(dataset, cfg, _dataclass_from(ShaderConfig, stored.get("shader", {})))

@@ -1,0 +1,649 @@
+"""The browser viewer: a viser server with two display paths.
+
+- browser splats: viser's WebGL splat renderer (RGB from SH degree 0), fast on a CPU server;
+  positions and covariances are sent in units of :func:`render.covariance_scale` (node scale
+  restores them) so viser's float16 covariances stay accurate;
+- server render: our rasterizer (full SH, every render mode) streamed per client with
+  ``set_background_image``: low resolution while the camera moves, full resolution once it has
+  been still for ``idle_s``. Each client has one render thread that always renders the LATEST
+  camera, so stale frames never queue.
+
+An exception in a render or a panel callback becomes an error notification in the browsers;
+the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tyro
+
+from .render import (
+    ViewCamera,
+    browser_splat_arrays,
+    c2w_to_wxyz_position,
+    camera_from_viser,
+    render_modes,
+    render_view,
+    scene_up_direction,
+    selection_mask,
+    subset_params,
+)
+from .source import SceneSource, load_source
+
+__all__ = ["ViewerConfig", "Viewer", "run_viewer"]
+
+logger = logging.getLogger(__name__)
+
+DISPLAY_BROWSER = "browser splats"
+DISPLAY_SERVER = "server render"
+
+
+@dataclass
+class ViewerConfig:
+    """Options of ``splatlab view``."""
+
+    scene: tyro.conf.Positional[Path]
+    """Run directory, checkpoint (.pt), .ply or .splat to show."""
+    host: str = "127.0.0.1"
+    """Interface to listen on; 127.0.0.1 keeps the viewer local (0.0.0.0 shares it on the network)."""
+    port: int = 8080
+    """TCP port of the viewer."""
+    display: Literal["browser", "server"] = "browser"
+    """Start with browser splats (WebGL, RGB from SH degree 0) or server renders (full SH, all modes)."""
+    max_resolution: int = 640
+    """Longest side, in pixels, of server renders once the camera stops."""
+    moving_resolution: int = 192
+    """Longest side of server renders while the camera moves."""
+    idle_s: float = 0.2
+    """Seconds without camera motion before the full-resolution render."""
+    jpeg_quality: int = 90
+    """JPEG quality of streamed server renders."""
+    max_browser_splats: int = 3_000_000
+    """At most this many Gaussians are sent to the browser (the most opaque ones)."""
+    max_frustums: int = 200
+    """At most this many training-camera frustums are drawn."""
+    plugins: tuple[str, ...] = ()
+    """Extra plugins to load ('package.module:Class'), besides the splatlab.plugins entry points."""
+    max_upload_mb: float = 20.0
+    """Largest file a browser may upload (camera paths, plugin inputs)."""
+    out_dir: Path | None = None
+    """Where exports, camera paths and videos are written (default: <scene folder>/viewer)."""
+    load_points: bool = True
+    """Show the dataset's SfM points when the run's dataset has them (COLMAP / nerfstudio)."""
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class ClientRenderer:
+    """One browser's server-render loop: always renders the latest camera; low resolution while
+    it moves, full resolution once it stops."""
+
+    def __init__(self, viewer: Viewer, client: Any) -> None:
+        self.viewer = viewer
+        self.client = client
+        self._wake = threading.Event()
+        self._stop = False
+        self._last_move = 0.0
+        self._rendered_key: Any = None
+        self._last_error: str | None = None
+        self.frames = 0
+        self.last_ms = 0.0
+        self._cleared = True
+        self.thread = threading.Thread(
+            target=self._loop, name=f"render-client-{client.client_id}", daemon=True
+        )
+        self.thread.start()
+
+    def camera_moved(self) -> None:
+        self._last_move = time.monotonic()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def _camera_state(self) -> tuple | None:
+        cam = self.client.camera
+        try:
+            return (
+                tuple(np.round(cam.wxyz, 7)),
+                tuple(np.round(cam.position, 7)),
+                round(float(cam.fov), 7),
+                int(cam.image_width),
+                int(cam.image_height),
+            )
+        except AssertionError:  # no camera message from this browser yet
+            return None
+
+    def _loop(self) -> None:
+        v = self.viewer
+        while not self._stop:
+            self._wake.wait(timeout=0.05)
+            self._wake.clear()
+            if self._stop:
+                break
+            if not v.server_render_active():
+                if not self._cleared:
+                    self._clear()
+                continue
+            state = self._camera_state()
+            if state is None or state[3] <= 0 or state[4] <= 0:
+                continue
+            moving = time.monotonic() - self._last_move < v.cfg.idle_s
+            level = "low" if moving else "full"
+            key = (state, v.settings_version, v.source.version, level)
+            if key == self._rendered_key or (
+                moving and self._rendered_key is not None and self._rendered_key[:3] == key[:3]
+            ):
+                continue
+            self._render(state, level, key)
+
+    def _clear(self) -> None:
+        try:
+            self.client.scene.set_background_image(None)
+        except Exception:  # the browser went away
+            pass
+        self._cleared = True
+        self._rendered_key = None
+
+    def _render(self, state: tuple, level: str, key: Any) -> None:
+        v = self.viewer
+        wxyz, pos, fov, w, h = state
+        cam = camera_from_viser(np.array(wxyz), np.array(pos), fov, w, h)
+        side = (
+            v.gui_values["moving_resolution"] if level == "low" else v.gui_values["max_resolution"]
+        )
+        cam = cam.scaled(int(side))
+        t0 = time.perf_counter()
+        try:
+            img = v.render(cam, v.gui_values["mode"])
+        except Exception as e:
+            msg = _error_text(e)
+            logger.error("render failed: %s\n%s", msg, traceback.format_exc())
+            if msg != self._last_error:
+                v.notify_error("Render failed", msg, client=self.client)
+            self._last_error = msg
+            self._rendered_key = key
+            return
+        self._last_error = None
+        self.last_ms = (time.perf_counter() - t0) * 1000.0
+        try:
+            self.client.scene.set_background_image(
+                img, format="jpeg", jpeg_quality=v.cfg.jpeg_quality
+            )
+        except Exception:  # the browser went away
+            return
+        self._cleared = False
+        self.frames += 1
+        self._rendered_key = key
+        v.on_frame(self, level)
+
+
+class ViewerContext:
+    """What a plugin panel receives (see ``splatlab.plugins.base.Plugin.panel``)."""
+
+    def __init__(self, viewer: Viewer, gui: Any, plugin_name: str, folder: Any = None) -> None:
+        self.viewer = viewer
+        self.gui = gui
+        self.folder = folder
+        self.plugin_name = plugin_name
+        self._last_client: Any = None
+        self._report_handles: list[Any] = []
+
+    @property
+    def scene(self) -> dict[str, Any]:
+        return self.viewer.source.snapshot()
+
+    def current_camera(self) -> ViewCamera | None:
+        return self.viewer.client_camera(self._last_client)
+
+    def render(self, camera: ViewCamera, mode: str = "RGB") -> np.ndarray:
+        return self.viewer.render(camera, mode)
+
+    def selection(self) -> np.ndarray:
+        return self.viewer.selection()
+
+    def inputs(self) -> Any:
+        from ...plugins.base import PluginInputs
+
+        return PluginInputs(
+            params=self.scene,
+            selection=self.selection(),
+            render=self.render,
+            camera=self.current_camera(),
+        )
+
+    def progress_bar(self) -> Callable[[float, str], None]:
+        bar = self.gui.add_progress_bar(0.0, visible=False)
+
+        def progress(fraction: float, message: str = "") -> None:
+            bar.visible = fraction < 1.0
+            bar.value = float(np.clip(fraction, 0, 1) * 100.0)
+
+        return progress
+
+    def guard(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return self.viewer.guard(fn, where=self.plugin_name, context=self)
+
+    def check_upload(
+        self, name: str, content: bytes, types: tuple[str, ...], max_bytes: int
+    ) -> None:
+        from ...plugins.base import check_upload
+
+        check_upload(name, content, types, min(max_bytes, self.viewer.max_upload_bytes))
+
+    def show_report(self, report: Any) -> None:
+        import contextlib
+
+        self.last_report = report
+        for h in self._report_handles:
+            h.remove()
+        with self.folder if self.folder is not None else contextlib.nullcontext():
+            self._report_handles = [self.gui.add_markdown(report.markdown())]
+            for fig in report.plots.values():
+                self._report_handles.append(self.gui.add_plotly(fig, aspect=1.6))
+            for img in report.images.values():
+                self._report_handles.append(self.gui.add_image(np.asarray(img)))
+
+
+class Viewer:
+    """A running viewer (non-blocking): ``Viewer(cfg)`` or ``Viewer(cfg, source=...)``; ``.port``,
+    ``.stop()``. :func:`run_viewer` blocks on one."""
+
+    def __init__(
+        self, cfg: ViewerConfig, source: SceneSource | None = None, training: Any = None
+    ) -> None:
+        import viser
+
+        self.cfg = cfg
+        self.source = (
+            source if source is not None else load_source(Path(cfg.scene), cfg.load_points)
+        )
+        if cfg.out_dir is not None:
+            self.source.out_dir = Path(cfg.out_dir)
+        self.max_upload_bytes = int(cfg.max_upload_mb * 1024 * 1024)
+        self.settings_version = 0
+        self.renderers: dict[int, ClientRenderer] = {}
+        self._lock = threading.Lock()
+        self.errors: list[str] = []  # every error shown to browsers (tests, logs)
+        params = self.source.snapshot()
+        self.modes = render_modes(params)
+        from ...rendering.splats import splat_sh_degree
+
+        self.max_sh = splat_sh_degree(params)
+        self.gui_values: dict[str, Any] = {
+            "mode": "RGB",
+            "max_resolution": cfg.max_resolution,
+            "moving_resolution": cfg.moving_resolution,
+            "sh_degree": self.max_sh,
+            "background": (0.0, 0.0, 0.0),
+            "near": 0.0,
+            "far": 0.0,
+            "display": DISPLAY_SERVER if cfg.display == "server" else DISPLAY_BROWSER,
+            "filter_view": False,
+        }
+        self._selection_cache: tuple[Any, np.ndarray] | None = None
+        self.server = viser.ViserServer(
+            host=cfg.host, port=cfg.port, label="splatlab", verbose=False
+        )
+        self._install_upload_cap()
+        self.server.scene.set_up_direction(tuple(scene_up_direction(self._viewmats())))
+        self._splat_handle: Any = None
+        self._frustums: list[Any] = []
+        self._frustum_of: dict[int, Any] = {}
+        self._hidden_frustum: Any = None
+        self._points_handle: Any = None
+        self._build_gui(training)
+        self.refresh_splats()
+        self._add_frustums()
+        self._add_points()
+        self.server.on_client_connect(self._on_connect)
+        self.server.on_client_disconnect(self._on_disconnect)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def port(self) -> int:
+        return int(self.server.get_port())
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.host}:{self.port}"
+
+    def stop(self) -> None:
+        for r in list(self.renderers.values()):
+            r.stop()
+        self.server.stop()
+
+    def _viewmats(self) -> np.ndarray | None:
+        c = self.source.cameras
+        return None if c is None or len(c.viewmats) == 0 else np.asarray(c.viewmats)
+
+    def _install_upload_cap(self) -> None:
+        """Stop buffering an upload as soon as its announced size is over the cap (viser would
+        otherwise keep every part in memory); the panel callbacks check size and type again."""
+        from viser import _messages
+
+        gui = self.server.gui
+        cap = self.max_upload_bytes
+
+        def on_start(client_id: int, message: Any) -> None:
+            if message.size_bytes > cap:
+                states = getattr(gui, "_current_file_upload_states", {})
+                states.pop(message.transfer_uuid, None)
+                client = self.server.get_clients().get(client_id)
+                self.notify_error(
+                    "Upload refused",
+                    f"{message.filename} is {message.size_bytes / 1e6:.1f} MB; the limit is {cap / 1e6:.1f} MB",
+                    client=client,
+                )
+
+        self.server._websock_server.register_handler(_messages.FileTransferStartUpload, on_start)
+
+    def notify_error(self, title: str, body: str, client: Any = None) -> None:
+        """Show an error notification in one browser (or all) and remember it."""
+        self.errors.append(f"{title}: {body}")
+        targets = [client] if client is not None else list(self.server.get_clients().values())
+        for c in targets:
+            try:
+                c.add_notification(title, body, color="red", auto_close_seconds=15.0)
+            except Exception:  # the browser went away
+                pass
+
+    def guard(
+        self, fn: Callable[[Any], Any], where: str = "", context: Any = None
+    ) -> Callable[[Any], Any]:
+        """Wrap a GUI callback: an exception becomes an error notification in the browser that
+        triggered it; the server keeps serving."""
+
+        @functools.wraps(fn)
+        def wrapped(event: Any) -> Any:
+            client = getattr(event, "client", None)
+            if context is not None:
+                context._last_client = client
+            try:
+                return fn(event)
+            except Exception as e:
+                logger.error("%s failed: %s\n%s", where or fn.__name__, e, traceback.format_exc())
+                self.notify_error(f"{where or 'Action'} failed", _error_text(e), client=client)
+                return None
+
+        return wrapped
+
+    def changed(self) -> None:
+        """A setting changed: every server render is redone."""
+        self.settings_version += 1
+        for r in list(self.renderers.values()):
+            r.wake()
+
+    # ----------------------------------------------------------------- rendering
+    def server_render_active(self) -> bool:
+        return self.gui_values["display"] == DISPLAY_SERVER
+
+    def displayed_params(self) -> dict[str, Any]:
+        params = self.source.snapshot()
+        if self.gui_values["filter_view"]:
+            params = subset_params(params, self.selection(params))
+        return params
+
+    def render(
+        self, cam: ViewCamera, mode: str = "RGB", params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        """Render ``cam`` in ``mode`` with the current settings -> uint8 [H, W, 3]."""
+        g = self.gui_values
+        bg = tuple(float(c) for c in g["background"])
+        if (
+            params is None
+            and mode == "RGB"
+            and self.source.render_fn is not None
+            and not g["filter_view"]
+        ):
+            return self._render_with_fn(cam, bg)
+        params = self.displayed_params() if params is None else params
+        return render_view(
+            params,
+            cam,
+            mode,
+            sh_degree=int(g["sh_degree"]),
+            background=bg,
+            near=g["near"] or None,
+            far=g["far"] or None,
+        )
+
+    def _render_with_fn(self, cam: ViewCamera, bg: tuple[float, float, float]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad(), self.source.lock:
+            img, _, _ = self.source.render_fn(
+                torch.as_tensor(cam.viewmat, dtype=torch.float32),
+                torch.as_tensor(cam.K, dtype=torch.float32),
+                cam.width,
+                cam.height,
+                sh_degree=int(self.gui_values["sh_degree"]),
+                background=torch.tensor(bg, dtype=torch.float32),
+                render_mode="RGB",
+            )
+        return (img[..., :3].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+    def on_frame(self, renderer: ClientRenderer, level: str) -> None:
+        h = getattr(self, "_status_md", None)
+        if h is not None and level == "full":
+            h.content = self._status_text(renderer.last_ms)
+
+    def _status_text(self, ms: float | None = None) -> str:
+        t = f"{self.source.n_gaussians:,} Gaussians"
+        if ms is not None:
+            t += f" · last server render {ms:.0f} ms"
+        return t
+
+    def client_camera(self, client: Any = None) -> ViewCamera | None:
+        """The camera of ``client`` (default: any connected browser) at its canvas size."""
+        clients = self.server.get_clients()
+        if client is None:
+            if not clients:
+                return None
+            client = next(iter(clients.values()))
+        cam = client.camera
+        try:
+            return camera_from_viser(
+                cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height
+            )
+        except AssertionError:
+            return None
+
+    # ----------------------------------------------------------------- scene nodes
+    def refresh_splats(self) -> None:
+        """(Re)send the browser splats (after a training update or a filter change)."""
+        params = self.displayed_params()
+        n = int(params["means"].shape[0])
+        if n > self.cfg.max_browser_splats:
+            import torch
+
+            top = (
+                torch.topk(params["opacities"].reshape(-1), self.cfg.max_browser_splats)
+                .indices.sort()
+                .values
+            )
+            params = {k: v[top] for k, v in params.items() if v.shape[:1] == (n,)}
+        arrays = browser_splat_arrays(params)
+        visible = not self.server_render_active()
+        self._splat_handle = self.server.scene.add_gaussian_splats(
+            "/splats",
+            centers=arrays["centers"],
+            covariances=arrays["covariances"],
+            rgbs=arrays["rgbs"],
+            opacities=arrays["opacities"],
+            scale=arrays["unit"],
+            visible=visible,
+        )
+
+    def _add_frustums(self) -> None:
+        cams = self.source.cameras
+        if cams is None or len(cams.viewmats) == 0:
+            return
+        centers = np.linalg.inv(cams.viewmats)[:, :3, 3]
+        extent = float(np.linalg.norm(centers - centers.mean(0), axis=1).mean()) or 1.0
+        idx = (
+            np.linspace(0, len(cams.viewmats) - 1, min(len(cams.viewmats), self.cfg.max_frustums))
+            .round()
+            .astype(int)
+        )
+        for i in np.unique(idx):
+            wxyz, pos = c2w_to_wxyz_position(cams.viewmats[i])
+            h, w = int(cams.heights[i]), int(cams.widths[i])
+            fov = float(2 * np.arctan(h / 2 / cams.Ks[i][1, 1]))
+            fr = self.server.scene.add_camera_frustum(
+                f"/cameras/{i:05d}",
+                fov=fov,
+                aspect=w / h,
+                scale=0.05 * extent,
+                wxyz=wxyz,
+                position=pos,
+                color=(90, 140, 255),
+            )
+            fr.on_click(
+                self.guard(
+                    functools.partial(self._jump_to_camera_event, int(i)), where="Jump to camera"
+                )
+            )
+            self._frustums.append(fr)
+            self._frustum_of[int(i)] = fr
+
+    def _jump_to_camera_event(self, i: int, event: Any) -> None:
+        self.jump_to_camera(event.client, i)
+
+    def jump_to_camera(self, client: Any, i: int) -> None:
+        """Move ``client``'s camera to training camera ``i`` (pose and vertical fov)."""
+        cams = self.source.cameras
+        if cams is None or not 0 <= i < len(cams.viewmats):
+            raise IndexError(f"no training camera {i}")
+        wxyz, pos = c2w_to_wxyz_position(cams.viewmats[i])
+        fov = float(2 * np.arctan(int(cams.heights[i]) / 2 / cams.Ks[i][1, 1]))
+        with client.atomic():
+            client.camera.fov = fov
+            client.camera.position = pos
+            client.camera.wxyz = wxyz
+        # seen from its own centre a frustum covers the view: hide it until the next jump
+        show = bool(getattr(self, "_show_frustums", True))
+        if self._hidden_frustum is not None:
+            self._hidden_frustum.visible = show
+        self._hidden_frustum = self._frustum_of.get(i)
+        if self._hidden_frustum is not None:
+            self._hidden_frustum.visible = False
+
+    def _add_points(self) -> None:
+        pts = self.source.points
+        if pts is None or len(pts) == 0:
+            return
+        rgb = (
+            self.source.points_rgb if self.source.points_rgb is not None else np.full_like(pts, 0.8)
+        )
+        self._points_handle = self.server.scene.add_point_cloud(
+            "/sfm_points",
+            points=np.asarray(pts, np.float32),
+            colors=np.asarray(rgb, np.float32),
+            point_size=0.005,
+            visible=False,
+        )
+
+    # ----------------------------------------------------------------- clients
+    def _on_connect(self, client: Any) -> None:
+        renderer = ClientRenderer(self, client)
+        with self._lock:
+            self.renderers[client.client_id] = renderer
+
+        @client.camera.on_update
+        def _(_: Any) -> None:
+            renderer.camera_moved()
+
+        if self._viewmats() is not None:
+            try:
+                self.jump_to_camera(client, 0)
+            except Exception as e:  # the first view is a convenience
+                logger.warning("could not set the initial camera: %s", e)
+
+    def _on_disconnect(self, client: Any) -> None:
+        with self._lock:
+            r = self.renderers.pop(client.client_id, None)
+        if r is not None:
+            r.stop()
+
+    # ----------------------------------------------------------------- selection
+    def selection(self, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Bool [N] of the Gaussians inside the crop box (if enabled) passing the filters."""
+        params = self.source.snapshot() if params is None else params
+        g = self.gui_values
+        box = g.get("crop")
+        key = (
+            self.source.version,
+            params["means"].shape[0],
+            repr(box),
+            g.get("min_opacity"),
+            g.get("max_scale"),
+        )
+        if self._selection_cache is not None and self._selection_cache[0] == key:
+            return self._selection_cache[1]
+        kw: dict[str, Any] = {
+            "min_opacity": float(g.get("min_opacity", 0.0)),
+            "max_scale": float(g.get("max_scale", float("inf"))),
+        }
+        if box is not None:
+            kw.update(box_center=box[0], box_wxyz=box[1], box_size=box[2])
+        mask = selection_mask(params, **kw)
+        self._selection_cache = (key, mask)
+        return mask
+
+    # ----------------------------------------------------------------- GUI
+    def _build_gui(self, training: Any) -> None:
+        from . import panels
+
+        gui = self.server.gui
+        gui.configure_theme(control_width="large", dark_mode=True, show_logo=False)
+        tabs = gui.add_tab_group()
+        with tabs.add_tab("View"):
+            panels.build_view_panel(self)
+        with tabs.add_tab("Paths"):
+            panels.build_path_panel(self)
+        with tabs.add_tab("Edit"):
+            panels.build_edit_panel(self)
+        if training is not None:
+            with tabs.add_tab("Train"):
+                panels.build_train_panel(self, training)
+        with tabs.add_tab("Plugins"):
+            panels.build_plugins_panel(self)
+
+
+def run_viewer(cfg: ViewerConfig) -> None:
+    """Serve ``cfg.scene`` until Ctrl-C."""
+    viewer = Viewer(cfg)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop()
+
+
+def config_from(scene: Path, **kw: Any) -> ViewerConfig:
+    """A :class:`ViewerConfig` with keyword overrides (validated field names)."""
+    names = {f.name for f in dataclasses.fields(ViewerConfig)}
+    bad = set(kw) - names
+    if bad:
+        raise TypeError(f"unknown ViewerConfig field(s) {sorted(bad)}")
+    return ViewerConfig(scene=Path(scene), **kw)

@@ -1,0 +1,54 @@
+"""attach_training_viewer on a real (short) training run."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+import numpy as np
+from viewer_util import free_port
+
+from splatlab.app.viewer import attach_training_viewer
+from splatlab.scene.synthetic import DemoConfig, make_demo_scene
+from splatlab.scene.train import TrainConfig, Trainer
+
+
+def test_training_viewer_follows_pauses_and_resumes(tmp_path):
+    ds = make_demo_scene(DemoConfig(n_views=8, test_every=4))
+    trainer = Trainer(
+        ds, TrainConfig(out=tmp_path / "run", steps=60, checkpoint_every=0, refine_start_iter=1000)
+    )
+    seen = []
+    trainer.on_step = seen.append  # the viewer must keep calling the previous callback
+    tv = attach_training_viewer(trainer, host="127.0.0.1", port=free_port())
+    try:
+        assert urllib.request.urlopen(f"http://127.0.0.1:{tv.port}/", timeout=5).status == 200
+        tv.gui["refresh_s"].value = 0.5
+        n0 = tv.viewer.source.version
+        thread = threading.Thread(target=trainer.train)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while len(tv.history) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        trainer.control.pause()
+        time.sleep(1.0)  # the step in flight finishes
+        step_paused = trainer.step
+        time.sleep(1.5)
+        assert trainer.step == step_paused, "training must not advance while paused"
+        trainer.control.resume()
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        time.sleep(1.5)  # one more refresher cycle
+        assert [s.step for s in seen] == [h[0] for h in tv.history] and seen[-1].step == 60
+        assert tv.refreshes >= 1 and tv.viewer.source.version > n0
+        x, y = tv.gui["plot"].data
+        np.testing.assert_allclose(y, [h[1] for h in tv.history])
+        # the viewer's snapshot is the trained scene
+        snap = tv.viewer.source.snapshot()
+        np.testing.assert_array_equal(
+            snap["means"].numpy(), trainer.params["means"].detach().numpy()
+        )
+    finally:
+        tv.stop()
+    assert trainer.on_step == seen.append

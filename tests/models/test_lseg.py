@@ -16,7 +16,8 @@ LAYOUT = Path(__file__).with_name("data") / "lseg_official_layout.json"
 
 def test_full_size_layout_matches_official_checkpoint_keys() -> None:
     # reference: keys/shapes of the official LSegNet (isl-org/lang-seg) built from its own sources,
-    # see data/make_lseg_layout.py; 'net.' is the Lightning module prefix of demo_e200.ckpt
+    # keys/shapes read off the official isl-org/lang-seg network (bb00b21) built on the meta device;
+    # 'net.' is the Lightning module prefix of demo_e200.ckpt
     ref = json.loads(LAYOUT.read_text())
     with torch.device("meta"):
         net = LSegNet(LSegConfig())

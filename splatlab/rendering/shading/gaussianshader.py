@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..backends.torch import quat_to_rotmat
 from ..sh import SH_C0, sh_basis
 from .brdf import lut_lookup
 from .envmap import EnvironmentMap
@@ -58,33 +59,6 @@ __all__ = [
 ]
 
 SHADING_KEYS = {"tint": 3, "roughness": 1, "normal_res": 3}  # per-Gaussian extras (name -> width)
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices of (unnormalised) wxyz quaternions.
-
-    Args:
-        quats: Tensor  # [N, 4]
-
-    Returns:
-        Tensor  # [N, 3, 3]; column k is the world direction of local axis k.
-    """
-    q = F.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def shortest_axis(quats: Tensor, scales: Tensor) -> Tensor:

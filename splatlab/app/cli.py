@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import SplatlabError
 from ..scene.train import TrainConfig
 from ..scene.train_features import FeatureConfig
+from .viewer.server import ViewerConfig
 
 
 def _console():  # noqa: ANN202 - rich is imported lazily to keep --help fast
@@ -297,31 +298,21 @@ class Export:
         _console().print(f"[green]wrote {out} ({len(loaded.params['means']):,} Gaussians, original coordinates)")
 
 
-def _view_command() -> type:
-    from .viewer import ViewerConfig, run_viewer
+@dataclass
+class View:
+    """Open a run directory, checkpoint, .ply or .splat in the browser viewer (viser)."""
 
-    @dataclass
-    class View:
-        """Open a run directory or a .ply in the browser viewer (viser)."""
+    config: Annotated[ViewerConfig, tyro.conf.arg(name="")]
 
-        config: Annotated[ViewerConfig, tyro.conf.arg(name="")]
+    def run(self) -> None:
+        from .viewer import run_viewer
 
-        def run(self) -> None:
-            run_viewer(self.config)
-
-    return View
+        run_viewer(self.config)
 
 
-COMMANDS: dict[str, type] = {"demo": Demo, "train": Train, "eval": Eval, "render": Render, "export": Export}
-
-
-def _commands() -> dict[str, type]:
-    cmds = dict(COMMANDS)
-    try:
-        cmds["view"] = _view_command()
-    except ImportError:  # the viewer's dependencies (viser) are missing
-        pass
-    return cmds
+COMMANDS: dict[str, type] = {
+    "demo": Demo, "train": Train, "eval": Eval, "render": Render, "export": Export, "view": View,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"splatlab {__version__}")
         return 0
     cmd = tyro.extras.subcommand_cli_from_dict(
-        _commands(),
+        COMMANDS,
         args=argv,
         description=f"splatlab {__version__}: train, view, query and analyse 3D Gaussian Splatting scenes.",
     )

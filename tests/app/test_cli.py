@@ -29,7 +29,7 @@ def test_version_and_help() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"splatlab {__version__}"
     r = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for cmd in ("demo", "train", "eval", "render", "export"):
+    for cmd in ("demo", "train", "eval", "render", "export", "view"):
         assert cmd in r.stdout
 
 
@@ -72,3 +72,30 @@ def test_bad_data_path_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", str(missing), "--steps", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().out
     assert "nothing_here" in err
+
+
+def test_view_command_serves_the_viewer(run_dir: Path) -> None:
+    """`splatlab view RUN --port P` starts viser on 127.0.0.1 and serves its page."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "splatlab.app.cli", "view", str(run_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        page = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        assert page is not None and "<html" in page.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -10,6 +10,7 @@ it back, memory-mapped, one view at a time during training: nothing keeps all ma
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Teacher:
+class Teacher(abc.ABC):
     """A 2D foundation model (or a synthetic stand-in) that produces per-pixel features.
 
     Subclasses set ``name`` and ``dim`` and implement :meth:`encode_image` (and
@@ -44,13 +45,13 @@ class Teacher:
     dim: int = 0
     text_aligned: bool = False
 
+    @abc.abstractmethod
     def cache_id(self) -> str:
-        raise NotImplementedError
+        """Names the cache folder; changes with the weights and the preprocessing."""
 
-    @torch.no_grad()
+    @abc.abstractmethod
     def encode_image(self, image: Tensor) -> Tensor:
         """image: [H, W, 3] float in [0, 1] -> features [D, h, w] float32."""
-        raise NotImplementedError
 
     def encode_frame(self, dataset: Dataset, i: int) -> Tensor:
         """Features of view i of ``dataset``: [D, h, w]. Default: :meth:`encode_image` of its image."""

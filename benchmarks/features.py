@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from splatlab.scene.feature_field import relevance_from_rendered
 from splatlab.scene.query import gaussian_relevance, relevance_maps, select_by_text
 from splatlab.scene.synthetic import DemoConfig, make_demo_scene, object_label_at
 from splatlab.scene.train import TrainConfig
@@ -70,7 +71,8 @@ def main() -> None:
     )
     print(
         "d | train s | s/step | teacher-cache s | peak RSS MB | cuda peak MB | N | test cos | mIoU (teacher) "
-        "| acc | render ms | query ms/view | query ms/Gaussians | mean P / R (3D)"
+        "| acc | render ms | query ms/view | query ms/Gaussians | mean P / R (3D) "
+        "| heatmap 640x480 ms (d-space) | heatmap 640x480 ms (decoded)"
     )
     for d in args.dims:
         out = Path(tempfile.mkdtemp(prefix=f"feat{d}_"))
@@ -114,6 +116,19 @@ def main() -> None:
         t2 = time.perf_counter()
         gaussian_relevance(tr.params, tr.decoder, text)
         q_gauss = (time.perf_counter() - t2) * 1e3
+        # the viewer's heatmap at 640x480: relevance in the rendered d-space vs decoding to D first
+        K640 = K.clone()
+        K640[0] *= 640 / ww
+        K640[1] *= 480 / hh
+        t3 = time.perf_counter()
+        _, f640, _ = tr.render_features(vm, K640, 640, 480, decode=False)
+        relevance_from_rendered(f640.permute(1, 2, 0), tr.decoder, text)
+        q_640 = (time.perf_counter() - t3) * 1e3
+        t4 = time.perf_counter()
+        _, d640, _ = tr.render_features(vm, K640, 640, 480, decode=True)
+        relevance_maps(d640, text)
+        q_640_dec = (time.perf_counter() - t4) * 1e3
+        del d640
         pr = selection_pr(tr, names, args.threshold)
         mp = np.mean([v[0] for v in pr.values()])
         mr = np.mean([v[1] for v in pr.values()])
@@ -121,7 +136,7 @@ def main() -> None:
             f"{d} | {wall:.1f} | {wall / args.steps:.3f} | {tr.teacher_seconds:.1f} | {rss:.0f} | {cuda_mb:.0f} | "
             f"{len(tr.params['means'])} | {m['cosine']:.3f} | {m['miou']:.3f} ({m['teacher_miou']:.3f}) | "
             f"{m['accuracy']:.3f} | {m['seconds_per_feature_render'] * 1e3:.1f} | {q_view:.1f} | {q_gauss:.2f} | "
-            f"{mp:.2f} / {mr:.2f}"
+            f"{mp:.2f} / {mr:.2f} | {q_640:.0f} | {q_640_dec:.0f}"
         )
         for name, (p_, r_, n_) in pr.items():
             print(f"    {name}: precision {p_:.2f} recall {r_:.2f} selected {n_}")

@@ -6,6 +6,7 @@
     splatlab render RUN --camera-path camera_path.json
     splatlab export RUN --format ply|splat
     splatlab view RUN_OR_PLY           the browser viewer
+    splatlab query RUN "prompt"        text query on a feature field: selected Gaussians as PLY, heatmaps
 
 Only this module prints; library code raises typed errors that are shown here as one message.
 """
@@ -299,6 +300,75 @@ class Export:
 
 
 @dataclass
+class Query:
+    """Text query on a scene trained with --features: select the matching Gaussians, write them
+    as a PLY and relevance heatmaps of training views (what the viewer's Query tab does)."""
+
+    scene: tyro.conf.Positional[Path]
+    """Run directory (or checkpoint / PLY with feature_decoder.pt beside it) trained with --features."""
+    prompt: tyro.conf.Positional[str]
+    """What to find, e.g. 'chrome ball'."""
+    negatives: tuple[str, ...] = ()
+    """Negative prompts (default: the other labels for the label teacher, else LERF's canonical phrases)."""
+    threshold: float = 0.5
+    """Minimum cosine between a Gaussian's decoded feature and the prompt."""
+    min_opacity: float = 0.1
+    """Ignore Gaussians less opaque than this."""
+    out: Path | None = None
+    """PLY of the selected Gaussians (default: RUN/query/<prompt>.ply)."""
+    heatmap_views: tuple[int, ...] = (0,)
+    """Training-camera indices whose heatmaps are written next to the PLY (empty: none)."""
+    max_resolution: int = 640
+    """Longest side of the heatmap images."""
+
+    def run(self) -> None:
+        import re
+
+        import imageio.v3 as iio
+        import numpy as np
+        import torch
+
+        from ..errors import DataError
+        from ..scene.checkpoint import load_scene
+        from ..scene.feature_field import load_feature_field
+        from ..scene.query import export_selection_ply
+        from .viewer.render import ViewCamera
+
+        console = _console()
+        loaded = load_scene(self.scene)
+        field_ = load_feature_field(loaded)
+        if field_ is None:
+            raise DataError(f"{self.scene} has no per-Gaussian features; train it with --features")
+        neg = list(self.negatives) or None
+        sel = field_.select_text(loaded.params, self.prompt, self.threshold, neg, self.min_opacity)
+        n = int(sel.sum())
+        root = self.scene if self.scene.is_dir() else self.scene.parent
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", self.prompt.strip()) or "query"
+        out = self.out or root / "query" / f"{stem}.ply"
+        console.print(f"{n:,} of {len(sel):,} Gaussians match {self.prompt!r} (cosine >= {self.threshold})")
+        if n:
+            transform = None if np.allclose(loaded.transform, np.eye(4)) else loaded.transform
+            export_selection_ply(out, loaded.params, sel, transform=transform)
+            console.print(f"[green]wrote {out}")
+        cams = loaded.cameras
+        if self.heatmap_views and cams is None:
+            console.print("[yellow]no cameras stored with this scene: no heatmaps written")
+            return
+        from .viewer.feature_panels import query_heatmap_image
+
+        for i in self.heatmap_views:
+            if not 0 <= i < len(cams.viewmats):
+                raise DataError(f"--heatmap-views {i}: the scene has {len(cams.viewmats)} cameras (0..{len(cams.viewmats) - 1})")
+            cam = ViewCamera(cams.viewmats[i], cams.Ks[i], int(cams.widths[i]), int(cams.heights[i]))
+            with torch.no_grad():
+                img = query_heatmap_image(field_, loaded.params, cam.scaled(self.max_resolution), self.prompt, neg, self.threshold)
+            path = out.with_name(f"{out.stem}_heatmap_{i:03d}.png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(path, img)
+            console.print(f"[green]wrote {path}")
+
+
+@dataclass
 class View:
     """Open a run directory, checkpoint, .ply or .splat in the browser viewer (viser)."""
 
@@ -312,6 +382,7 @@ class View:
 
 COMMANDS: dict[str, type] = {
     "demo": Demo, "train": Train, "eval": Eval, "render": Render, "export": Export, "view": View,
+    "query": Query,
 }
 
 

@@ -71,6 +71,15 @@ class LabelEmbeddingTeacher(Teacher):
     def cache_id(self) -> str:
         return f"labels-d{self.dim}-rgb{self.rgb_weight:g}-ds{self.downsample}-s{self.seed}-n{len(self.label_names)}"
 
+    def meta(self) -> dict:
+        return {
+            "label_names": list(self.label_names),
+            "dim": self.dim,
+            "rgb_weight": self.rgb_weight,
+            "downsample": self.downsample,
+            "seed": self.seed,
+        }
+
     def features_from_labels(self, labels: Tensor, image: Tensor) -> Tensor:
         """labels: [H, W] int, image: [H, W, 3] in [0, 1] -> [D, h, w]."""
         if labels.shape != image.shape[:2]:

@@ -49,6 +49,11 @@ class Teacher(abc.ABC):
     def cache_id(self) -> str:
         """Names the cache folder; changes with the weights and the preprocessing."""
 
+    def meta(self) -> dict:
+        """JSON-friendly settings that rebuild this teacher's text side without its dataset
+        (stored with the feature decoder; empty for pretrained teachers, whose config suffices)."""
+        return {}
+
     @abc.abstractmethod
     def encode_image(self, image: Tensor) -> Tensor:
         """image: [H, W, 3] float in [0, 1] -> features [D, h, w] float32."""

@@ -239,16 +239,12 @@ class FeatureTrainer(Trainer):
         return {**super().config_json(), "features": self.feat_cfg.to_json()}
 
     def aux_state_dict(self) -> dict[str, Any]:
+        from .feature_field import feature_aux_state
+
         return {
             **super().aux_state_dict(),
-            "feature_decoder": self.decoder.state_dict(),
+            **feature_aux_state(self.decoder, self.feat_cfg.to_json(), self.teacher),
             "feature_decoder_opt": self.decoder_opt.state_dict(),
-            "feature_config": self.feat_cfg.to_json(),
-            "teacher": {
-                "name": self.teacher.name,
-                "cache_id": self.teacher.cache_id(),
-                "dim": self.teacher.dim,
-            },
         }
 
     def load_aux_state_dict(self, state: dict[str, Any]) -> None:
@@ -328,6 +324,8 @@ class FeatureTrainer(Trainer):
                     "out_dim": self.decoder.out_dim,
                     "teacher": self.teacher.name,
                     "teacher_cache_id": self.teacher.cache_id(),
+                    "teacher_meta": self.teacher.meta(),
+                    "feature_config": self.feat_cfg.to_json(),
                 },
                 f,
             )

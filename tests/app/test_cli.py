@@ -29,7 +29,7 @@ def test_version_and_help() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"splatlab {__version__}"
     r = subprocess.run([sys.executable, "-m", "splatlab.app.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for cmd in ("demo", "train", "eval", "render", "export", "view"):
+    for cmd in ("demo", "train", "eval", "render", "export", "view", "query"):
         assert cmd in r.stdout
 
 
@@ -99,3 +99,37 @@ def test_view_command_serves_the_viewer(run_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_query_writes_the_matching_gaussians_and_heatmaps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from viewer_util import make_feature_run
+
+    from splatlab.scene.checkpoint import load_scene
+    from splatlab.scene.synthetic import object_label_at
+
+    run = make_feature_run(tmp_path / "run")
+    out = tmp_path / "cube.ply"
+    assert main(["query", str(run), "red cube", "--out", str(out), "--heatmap-views", "0", "1"]) == 0
+    s = load_scene(run)
+    labels = object_label_at(s.params["means"].detach().numpy())
+    vis = torch.sigmoid(s.params["opacities"].detach()).numpy() >= 0.1
+    sel = load_ply(out)
+    want = (labels == 2) & vis
+    assert len(sel["means"]) == int(want.sum()) > 50
+    assert torch.allclose(sel["means"], s.params["means"].detach()[torch.from_numpy(want)], atol=1e-5)
+    for i in (0, 1):
+        img = iio.imread(tmp_path / f"cube_heatmap_{i:03d}.png")
+        assert img.ndim == 3 and (img.max(-1).astype(int) - img.min(-1)).max() > 100  # coloured hits
+    # a scene without features, or a camera index out of range: clear errors
+    capsys.readouterr()
+    assert main(["query", str(run), "red cube", "--heatmap-views", "99"]) == 2
+    assert "--heatmap-views 99" in capsys.readouterr().out
+    assert main(["query", str(run), "unicorn"]) == 2
+    assert "knows only the labels" in capsys.readouterr().out
+    from viewer_util import make_scene_run
+
+    plain = make_scene_run(tmp_path / "plain", n_views=4)
+    assert main(["query", str(plain), "red cube"]) == 2
+    assert "train it with --features" in capsys.readouterr().out

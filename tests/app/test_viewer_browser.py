@@ -15,7 +15,10 @@ from viewer_util import (
     CHROMIUM_ARGS,
     canvas_box,
     free_port,
+    hide_frustums,
     make_scene_run,
+    save_debug,
+    select_option,
     start_viewer,
     wait_stable,
 )
@@ -97,33 +100,11 @@ def _our_render(run: Path, w: int, h: int, mode: str, max_side: int = 640) -> np
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _save_debug(name: str, img: np.ndarray) -> None:
-    import os
-
-    d = os.environ.get("SPLATLAB_VIEWER_DEBUG_DIR")
-    if d:
-        import imageio.v3 as iio
-
-        iio.imwrite(Path(d) / f"{name}.png", img.astype(np.uint8))
-
-
 def _region(img: np.ndarray) -> np.ndarray:
     """The part of the canvas no overlay covers: the GUI panel is on the right, viser's
     "software WebGL" notification at the top left."""
     h, w = img.shape[:2]
     return img[int(h * 0.3) :, : int(w * 0.55)]
-
-
-def _select(page, current: str, option: str) -> None:
-    page.locator(f"input[value='{current}']").first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def _hide_frustums(page) -> None:
-    page.get_by_role("tab", name="View").click()
-    box = page.get_by_label("Training cameras")
-    if box.is_checked():
-        box.click()
 
 
 def test_gui_present_and_server_render_matches_ours(served):
@@ -134,10 +115,10 @@ def test_gui_present_and_server_render_matches_ours(served):
         page.get_by_text("4,000 Gaussians").count() >= 1
         or page.get_by_text("Gaussians").count() >= 1
     )
-    _hide_frustums(page)
+    hide_frustums(page)
     time.sleep(1.0)
     shot = wait_stable(page).astype(np.float64)
-    _save_debug("rgb", shot)
+    save_debug("rgb", shot)
     box = canvas_box(page)
     ours = _our_render(served["run"], shot.shape[1], shot.shape[0], "RGB").astype(np.float64)
     a, b = _region(shot), _region(ours)
@@ -151,15 +132,15 @@ def test_gui_present_and_server_render_matches_ours(served):
 
 def test_depth_mode_changes_picture_and_matches(served):
     page = served["page"]
-    _hide_frustums(page)
+    hide_frustums(page)
     rgb = wait_stable(page).astype(np.float64)
-    _select(page, "RGB", "depth")
+    select_option(page, "RGB", "depth")
     time.sleep(1.0)
     depth = wait_stable(page).astype(np.float64)
     assert np.abs(_region(depth) - _region(rgb)).mean() > 15.0
     ours = _our_render(served["run"], depth.shape[1], depth.shape[0], "depth").astype(np.float64)
     assert np.abs(_region(depth) - _region(ours)).mean() < 12.0
-    _select(page, "depth", "RGB")
+    select_option(page, "depth", "RGB")
 
 
 def test_plugin_error_is_notified_and_server_keeps_serving(served):
@@ -181,8 +162,8 @@ def test_plugin_error_is_notified_and_server_keeps_serving(served):
 @pytest.mark.slow
 def test_browser_splats_cover_the_scene_and_two_browsers(served):
     page = served["page"]
-    _hide_frustums(page)
-    _select(page, "server render", "browser splats")
+    hide_frustums(page)
+    select_option(page, "server render", "browser splats")
     time.sleep(3.0)
     shot = wait_stable(page, settle=1.5).astype(np.float64)
     ours = _region(_our_render(served["run"], shot.shape[1], shot.shape[0], "alpha")[..., 0] > 128)
@@ -192,7 +173,7 @@ def test_browser_splats_cover_the_scene_and_two_browsers(served):
     inter, union = (cover & ours).sum(), (cover | ours).sum()
     assert inter / union > 0.6, f"browser splats vs our coverage IoU {inter / union:.2f}"
     # a second browser at the same time gets its own server renders
-    _select(page, "browser splats", "server render")
+    select_option(page, "browser splats", "server render")
     page2 = served["browser"].new_page(viewport={"width": 640, "height": 480})
     page2.goto(f"http://127.0.0.1:{served['port']}/")
     page2.get_by_text("Gaussians").first.wait_for(timeout=30_000)

@@ -52,3 +52,44 @@ def test_training_viewer_follows_pauses_and_resumes(tmp_path):
     finally:
         tv.stop()
     assert trainer.on_step == seen.append
+
+
+def test_training_viewer_queries_the_live_feature_field(tmp_path):
+    """``train --features ... --view``: the Query / Segment tabs act on the trainer's own
+    decoder and teacher while it trains."""
+    from splatlab.scene.train_features import FeatureConfig, make_feature_trainer
+
+    ds = make_demo_scene(DemoConfig(n_views=8, test_every=4, width=64, height=48))
+    trainer = make_feature_trainer(
+        ds,
+        TrainConfig(
+            out=tmp_path / "run",
+            steps=40,
+            checkpoint_every=0,
+            refine_start_iter=1000,
+            init_opacity=0.5,
+        ),
+        FeatureConfig(teacher="labels", dim=4, labels_dim=32, loss="cosine", lr_features=1e-2),
+    )
+    tv = attach_training_viewer(trainer, host="127.0.0.1", port=free_port())
+    try:
+        v = tv.viewer
+        assert v.feature_field is not None and v.feature_field.decoder is trainer.decoder
+        assert "query heatmap" in v.modes and hasattr(v, "query_handles")
+        trainer.train()
+        # a 40-step, 4-D field separates only some labels: query the one it separates best
+        names = ds.meta["label_names"][1:]
+        prompt = max(
+            names, key=lambda n: int(v.feature_field.text_scores(trainer.params, n)[1].gt(0).sum())
+        )
+        v.query_handles["prompt"].value = prompt
+        v.query_handles["threshold"].value = -1.0  # every Gaussian closer to it than to the others
+        for cb in v.query_handles["select"]._impl.update_cb:
+            cb(None)
+        want = v.feature_field.select_text(trainer.params, prompt, -1.0)
+        np.testing.assert_array_equal(v.selection(), want.numpy())
+        assert 0 < want.sum() < len(want)
+        with np.testing.assert_raises(RuntimeError):  # a live scene cannot be edited
+            v.source.replace(v.source.snapshot())
+    finally:
+        tv.stop()

@@ -88,6 +88,28 @@ def screenshot_canvas(page) -> np.ndarray:
     return iio.imread(io.BytesIO(png))[..., :3]
 
 
+def save_debug(name: str, img: np.ndarray) -> None:
+    """Write ``img`` as <$SPLATLAB_VIEWER_DEBUG_DIR>/<name>.png when that variable is set."""
+    d = os.environ.get("SPLATLAB_VIEWER_DEBUG_DIR")
+    if d:
+        import imageio.v3 as iio
+
+        iio.imwrite(Path(d) / f"{name}.png", np.asarray(img).astype(np.uint8))
+
+
+def select_option(page, current: str, option: str) -> None:
+    """Pick ``option`` in the dropdown whose current value is ``current``."""
+    page.locator(f"input[value='{current}']").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def hide_frustums(page) -> None:
+    page.get_by_role("tab", name="View").click()
+    box = page.get_by_label("Training cameras")
+    if box.is_checked():
+        box.click()
+
+
 def wait_stable(page, timeout: float = 30.0, settle: float = 1.0) -> np.ndarray:
     """Screenshots of the canvas until two taken ``settle`` s apart agree (mean |diff| < 0.5)."""
     deadline = time.monotonic() + timeout
@@ -99,3 +121,45 @@ def wait_stable(page, timeout: float = 30.0, settle: float = 1.0) -> np.ndarray:
             return cur
         prev = cur
     return prev
+
+
+def make_feature_run(out: Path, n_views: int = 8, d: int = 8) -> Path:
+    """A run directory like ``make_scene_run`` whose Gaussians carry a feature field: each
+    Gaussian's d-D feature is the one-hot code of its ground-truth object and the decoder maps
+    code k to the synthetic label teacher's embedding of label k (a perfectly distilled field,
+    so the viewer's query / segment panels can be checked against the labels)."""
+    import torch
+
+    from splatlab.models.label_teacher import LabelEmbeddingTeacher
+    from splatlab.rendering.features import FeatureDecoder
+    from splatlab.scene.checkpoint import dataset_extra, save_checkpoint
+    from splatlab.scene.feature_field import feature_aux_state
+    from splatlab.scene.gaussians import init_gaussians
+    from splatlab.scene.synthetic import LABEL_NAMES, DemoConfig, make_demo_scene, object_label_at
+    from splatlab.scene.train_features import FeatureConfig
+
+    ds = make_demo_scene(DemoConfig(n_views=n_views, test_every=4))
+    teacher = LabelEmbeddingTeacher(LABEL_NAMES, dim=512)
+    assert d >= len(LABEL_NAMES)
+    params = init_gaussians(
+        ds.points,
+        ds.points_rgb,
+        sh_degree=1,
+        init_opacity=0.8,
+        init_scale=1.0,
+        extras={"features": d},
+        seed=0,
+    )
+    labels = torch.from_numpy(object_label_at(params["means"].detach().numpy()))
+    with torch.no_grad():
+        params["features"].copy_(torch.nn.functional.one_hot(labels.long(), d).float())
+    dec = FeatureDecoder(d, 512)
+    with torch.no_grad():
+        dec.conv.weight.zero_()
+        dec.conv.weight[:, : len(LABEL_NAMES), 0, 0] = teacher.embeddings.T
+        dec.conv.bias.zero_()
+    cfg = FeatureConfig(teacher="labels", dim=d, labels_downsample=1)
+    extra = dataset_extra(ds)
+    extra["aux"] = feature_aux_state(dec, cfg.to_json(), teacher)
+    save_checkpoint(out, 0, params, extra=extra)
+    return out

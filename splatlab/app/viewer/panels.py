@@ -460,6 +460,7 @@ def build_edit_panel(v: Viewer) -> None:
                 auto_close_seconds=5.0,
             )
 
+    v._edit_update = update
     update(refresh_splats=False)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "c2w_to_wxyz_position",
     "render_modes",
     "render_view",
+    "render_selection",
     "browser_splat_arrays",
     "covariance_scale",
     "selection_mask",
@@ -167,6 +168,39 @@ def render_view(
         basis = pca_basis(f)  # per-Gaussian axes: colours stay stable between frames
         return _to_uint8(pca_colors(img[0], basis, alpha[0]))
     raise ValueError(f"unknown render mode {mode!r}; modes: {render_modes(params)}")
+
+
+SELECTED_RGB = (1.0, 0.55, 0.1)
+
+
+@torch.no_grad()
+def render_selection(
+    params: Mapping[str, Tensor],
+    cam: ViewCamera,
+    selected: np.ndarray,
+    *,
+    sh_degree: int | None = None,
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    tint: float = 0.65,
+    dim: float = 0.3,
+) -> np.ndarray:
+    """The "selection" mode: RGB with the selected Gaussians [N] tinted orange and the others
+    grey and dimmed -> uint8 [H, W, 3]."""
+    n = params["means"].shape[0]
+    sel = torch.from_numpy(np.asarray(selected, dtype=bool).reshape(-1))
+    if sel.shape[0] != n:
+        raise ValueError(f"selection has {sel.shape[0]} entries for {n} Gaussians")
+    p = dict(params)
+    rgb = (params["sh0"].reshape(n, 3).float() * SH_C0 + 0.5).clamp(0, 1)
+    grey = rgb.mean(-1, keepdim=True).expand(n, 3) * dim
+    hot = (1 - tint) * rgb + tint * torch.tensor(SELECTED_RGB)
+    new_rgb = torch.where(sel[:, None], hot, grey)
+    p["sh0"] = ((new_rgb - 0.5) / SH_C0).reshape(params["sh0"].shape).to(params["sh0"])
+    if "shN" in p:  # view-dependent colour kept on the selection only
+        p["shN"] = params["shN"] * sel.reshape(n, *([1] * (params["shN"].dim() - 1))).to(
+            params["shN"]
+        )
+    return render_view(p, cam, "RGB", sh_degree=sh_degree, background=background)
 
 
 def _raster(

@@ -34,6 +34,7 @@ from .render import (
     c2w_to_wxyz_position,
     camera_from_viser,
     render_modes,
+    render_selection,
     render_view,
     scene_up_direction,
     selection_mask,
@@ -45,6 +46,8 @@ __all__ = ["ViewerConfig", "Viewer", "run_viewer"]
 
 logger = logging.getLogger(__name__)
 
+SELECTION_MODE = "selection"
+QUERY_HEATMAP_MODE = "query heatmap"
 DISPLAY_BROWSER = "browser splats"
 DISPLAY_SERVER = "server render"
 
@@ -283,7 +286,15 @@ class Viewer:
         self._lock = threading.Lock()
         self.errors: list[str] = []  # every error shown to browsers (tests, logs)
         params = self.source.snapshot()
-        self.modes = render_modes(params)
+        self.feature_field = self.source.feature_field
+        self.original_params = params  # "Restore the full scene" after delete / extract
+        # modes rendered by panels: name -> fn(camera, params, settings) -> uint8 [H, W, 3]
+        self.extra_modes: dict[str, Callable[..., np.ndarray]] = {}
+        self.feature_selection: np.ndarray | None = None  # set by the Query / Segment panels
+        self._feature_selection_id = 0
+        self.modes = [*render_modes(params), SELECTION_MODE]
+        if self.feature_field is not None and self.feature_field.text_aligned:
+            self.modes.append(QUERY_HEATMAP_MODE)
         from ...rendering.splats import splat_sh_degree
 
         self.max_sh = splat_sh_degree(params)
@@ -415,6 +426,16 @@ class Viewer:
         ):
             return self._render_with_fn(cam, bg)
         params = self.displayed_params() if params is None else params
+        if mode in self.extra_modes:
+            return self.extra_modes[mode](cam, params, bg)
+        if mode == SELECTION_MODE:
+            return render_selection(
+                params,
+                cam,
+                self.selection(params),
+                sh_degree=int(g["sh_degree"]),
+                background=bg,
+            )
         return render_view(
             params,
             cam,
@@ -595,6 +616,7 @@ class Viewer:
             repr(box),
             g.get("min_opacity"),
             g.get("max_scale"),
+            self._feature_selection_id,
         )
         if self._selection_cache is not None and self._selection_cache[0] == key:
             return self._selection_cache[1]
@@ -605,8 +627,54 @@ class Viewer:
         if box is not None:
             kw.update(box_center=box[0], box_wxyz=box[1], box_size=box[2])
         mask = selection_mask(params, **kw)
+        fs = self.feature_selection
+        if fs is not None and fs.shape == mask.shape:
+            mask = mask & fs
         self._selection_cache = (key, mask)
         return mask
+
+    def set_mode(self, mode: str) -> None:
+        """Switch every browser to ``mode`` (server render; see :attr:`modes`)."""
+        if mode not in self.modes:
+            raise ValueError(f"unknown render mode {mode!r}; modes: {self.modes}")
+        handles = getattr(self, "gui_handles", None)
+        if handles is not None:
+            handles["mode"].value = mode  # its callback switches to server renders
+        self.gui_values["mode"] = mode
+        if self.gui_values["display"] != DISPLAY_SERVER:
+            self.gui_values["display"] = DISPLAY_SERVER
+            if handles is not None:
+                handles["display"].value = DISPLAY_SERVER
+            if self._splat_handle is not None:
+                self._splat_handle.visible = False
+        self.changed()
+
+    def set_feature_selection(self, mask: np.ndarray | None) -> None:
+        """The Gaussians picked by a query or a click (None: no such restriction); ANDed with
+        the Edit tab's crop box and filters in :meth:`selection`."""
+        self.feature_selection = None if mask is None else np.asarray(mask, dtype=bool).copy()
+        self._feature_selection_id += 1
+        hook = getattr(self, "_edit_update", None)
+        if hook is not None:
+            hook(refresh_splats=bool(self.gui_values["filter_view"]))
+        else:
+            self.changed()
+
+    def replace_scene(self, params: dict[str, Any], message: str = "") -> None:
+        """Show ``params`` instead of the current Gaussians (delete / extract); the files on disk
+        are untouched. The feature selection is cleared."""
+        self.source.replace(params)
+        self.feature_selection = None
+        self._feature_selection_id += 1
+        self._selection_cache = None
+        self.refresh_splats()
+        h = getattr(self, "_status_md", None)
+        if h is not None:
+            h.content = self._status_text()
+        hook = getattr(self, "_edit_update", None)
+        if hook is not None:
+            hook(refresh_splats=False)
+        self.changed()
 
     # ----------------------------------------------------------------- GUI
     def _build_gui(self, training: Any) -> None:
@@ -621,6 +689,14 @@ class Viewer:
             panels.build_path_panel(self)
         with tabs.add_tab("Edit"):
             panels.build_edit_panel(self)
+        if self.feature_field is not None:
+            from . import feature_panels
+
+            if self.feature_field.text_aligned:
+                with tabs.add_tab("Query"):
+                    feature_panels.build_query_panel(self)
+            with tabs.add_tab("Segment"):
+                feature_panels.build_segment_panel(self)
         if training is not None:
             with tabs.add_tab("Train"):
                 panels.build_train_panel(self, training)

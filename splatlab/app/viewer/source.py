@@ -40,6 +40,15 @@ class SceneSource:
     out_dir: Path = field(default_factory=lambda: Path("."))
     render_fn: Callable[..., Any] | None = None
     version: int = 0
+    feature_field: Any = None  # splatlab.scene.feature_field.FeatureField when params have features
+
+    def replace(self, params: Mapping[str, Tensor]) -> None:
+        """Show other parameters (a static scene after delete / extract in the viewer)."""
+        if not self.static:
+            raise RuntimeError("a live training scene cannot be edited; pause or stop training first")
+        with self.lock:
+            self.params = dict(params)
+            self.bump()
 
     def snapshot(self) -> dict[str, Tensor]:
         """A consistent, detached view of the parameters (copied when they may change)."""
@@ -72,6 +81,14 @@ def load_source(path: Path, load_points: bool = True) -> SceneSource:
         transform=np.asarray(loaded.transform, dtype=np.float64),
         out_dir=run_dir / "viewer",
     )
+    from ...scene.feature_field import load_feature_field
+
+    try:
+        src.feature_field = load_feature_field(loaded, params)
+    except Exception as e:  # the scene is still shown, without Query / Segment
+        import logging
+
+        logging.getLogger(__name__).warning("feature field of %s not loaded: %s", path, e)
     if load_points and loaded.config and isinstance(loaded.config.get("data"), str):
         src.points, src.points_rgb = _dataset_points(
             loaded.config["data"], loaded.config.get("train", {})

@@ -67,6 +67,16 @@ def _trainer_source(trainer: Any) -> TrainerSource:
     if src.points_rgb is not None and src.points_rgb.max() > 1.0:
         src.points_rgb = src.points_rgb / 255.0
     src.trainer = trainer
+    if getattr(trainer, "decoder", None) is not None and hasattr(trainer, "feat_cfg"):
+        from ...scene.feature_field import FeatureField
+
+        src.feature_field = FeatureField(
+            trainer.decoder,
+            trainer.feat_cfg.teacher,
+            trainer.feat_cfg.to_json(),
+            trainer.teacher.meta(),
+            _teacher=trainer.teacher,
+        )
     return src
 
 

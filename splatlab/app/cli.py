@@ -204,6 +204,13 @@ class Train:
         result = _progress_trainer(trainer, cfg.steps, console)
         metrics = trainer.evaluate() if self.evaluate and not result.interrupted else None
         _report(console, result, metrics)
+        if feat is not None and metrics is not None:
+            fm = trainer.evaluate_features()
+            line = f"features ({fm['teacher']}, d={fm['dim']}): test cosine {fm['cosine']:.3f}"
+            if "miou" in fm:
+                line += f", label mIoU {fm['miou']:.3f} (teacher's own {fm['teacher_miou']:.3f})"
+            console.print(line + f" -> {trainer.run_dir / 'feature_metrics.json'}")
+            console.print(f"  query it:          splatlab query {trainer.run_dir} \"PROMPT\"")
 
 
 def _load_data(path: Path, cfg: Any, console: Any) -> Any:

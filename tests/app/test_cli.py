@@ -133,3 +133,18 @@ def test_query_writes_the_matching_gaussians_and_heatmaps(
     plain = make_scene_run(tmp_path / "plain", n_views=4)
     assert main(["query", str(plain), "red cube"]) == 2
     assert "train it with --features" in capsys.readouterr().out
+
+
+def test_train_with_features_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "feat"
+    argv = ["train", "demo", "--features", "labels", "--features.dim", "4", "--steps", "20"]
+    assert main([*argv, "--checkpoint-every", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "features (labels, d=4): test cosine" in printed and "label mIoU" in printed
+    import json
+
+    fm = json.loads((out / "feature_metrics.json").read_text())
+    assert fm["dim"] == 4 and -1.0 <= fm["cosine"] <= 1.0 and fm["n_views"] > 0
+    assert (out / "feature_decoder.pt").is_file()
+    assert main(["query", str(out), "red cube", "--threshold", "-1", "--heatmap-views"]) == 0
+    assert "Gaussians match 'red cube'" in capsys.readouterr().out

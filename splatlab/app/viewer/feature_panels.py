@@ -96,6 +96,12 @@ def _selection_actions(v: Viewer, gui: Any, prefix: str, current: Any) -> dict[s
         m = current()
         if m is None or not np.asarray(m).any():
             raise ValueError("nothing is selected")
+        n = v.source.n_gaussians
+        if len(m) != n:
+            raise ValueError(
+                f"the selection was made on a scene of {len(m):,} Gaussians; the scene now has "
+                f"{n:,} (after a delete / extract / restore): select again"
+            )
         return np.asarray(m, bool)
 
     @delete.on_click
@@ -359,7 +365,15 @@ def build_segment_panel(v: Viewer) -> None:
     overlay = gui.add_image(np.zeros((48, 64, 3), np.uint8), label="mask", visible=False)
     state = SegmentState()
     v.segment_state = state
-    v.segment_handles = {"enabled": enabled, "status": status, "overlay": overlay, "sign": sign}
+    v.segment_handles = {
+        "enabled": enabled,
+        "status": status,
+        "overlay": overlay,
+        "sign": sign,
+        "grow": grow,
+        "radius": radius,
+        "grow_similarity": grow_sim,
+    }
     markers: list[Any] = []
 
     def show(res: dict[str, Any]) -> None:

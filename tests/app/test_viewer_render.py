@@ -78,7 +78,7 @@ def test_camera_conversions_round_trip():
 
 def test_render_modes_and_images():
     p = _params(extra=True)
-    assert render_modes(p) == ["RGB", "depth", "alpha", "normals", "features: features"]
+    assert render_modes(p) == ["RGB", "depth", "alpha", "normals", "features (PCA)"]
     vm = look_at_viewmat(np.array([0.0, -3.0, 0.5]), np.zeros(3))
     f = 60.0
     cam = ViewCamera(vm, np.array([[f, 0, 40], [0, f, 30], [0, 0, 1.0]]), 80, 60)
@@ -87,7 +87,7 @@ def test_render_modes_and_images():
         assert img.shape == (60, 80, 3) and img.dtype == np.uint8, m
     alpha = imgs["alpha"][..., 0]
     assert (alpha > 128).mean() > 0.05
-    for m in ("depth", "normals", "features: features"):
+    for m in ("depth", "normals", "features (PCA)"):
         assert np.abs(imgs[m].astype(int) - imgs["RGB"].astype(int)).mean() > 5, m
     # background where nothing is: pixels with zero alpha show the background colour
     white = render_view(p, cam, "RGB", background=(1.0, 1.0, 1.0))

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 BASE_MODES = ("RGB", "depth", "alpha", "normals")
-FEATURE_PREFIX = "features: "
+PCA_SUFFIX = " (PCA)"  # "features (PCA)": a per-Gaussian channel group shown by its 3 principal axes
 
 
 @dataclass
@@ -98,7 +98,7 @@ def feature_keys(params: Mapping[str, Tensor]) -> list[str]:
 
 def render_modes(params: Mapping[str, Tensor]) -> list[str]:
     """Render modes a scene supports: RGB, depth, alpha, normals, then one per extra channel group."""
-    return [*BASE_MODES, *(FEATURE_PREFIX + k for k in feature_keys(params))]
+    return [*BASE_MODES, *(k + PCA_SUFFIX for k in feature_keys(params))]
 
 
 def colorize_depth(
@@ -157,10 +157,10 @@ def render_view(
         colors = n * 0.5 + 0.5
         img, _, _ = _raster(params, scales, opac, colors, vm, K, w, h, bg)
         return _to_uint8(img[0])
-    if mode.startswith(FEATURE_PREFIX):
+    if mode.endswith(PCA_SUFFIX):
         from ...rendering.features import pca_basis, pca_colors
 
-        key = mode[len(FEATURE_PREFIX) :]
+        key = mode[: -len(PCA_SUFFIX)]
         if key not in params:
             raise KeyError(f"the scene has no channel group {key!r}; modes: {render_modes(params)}")
         f = params[key].reshape(means.shape[0], -1).float()

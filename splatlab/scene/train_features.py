@@ -57,7 +57,7 @@ class FeatureConfig:
     lr_decoder: float = 1e-4
     """Learning rate of the 1x1-conv speed-up decoder (Feature 3DGS: 0.0001)."""
     weights: str | None = None
-    """Teacher checkpoint: a path, or a name ('vit_b'/'vit_l'/'vit_h' for SAM, an open_clip tag for CLIP)."""
+    """Teacher checkpoint: a path, or a name ('vit_b'/'vit_l'/'vit_h' or MobileSAM's 'vit_t' for SAM, an open_clip tag for CLIP)."""
     clip_model: str = "ViT-B-16"
     """open_clip model name of the 'clip' teacher."""
     teacher_input: int = 0

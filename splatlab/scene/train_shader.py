@@ -19,7 +19,10 @@
 
 Differences from the official defaults, chosen for short CPU runs and stated in ShaderConfig: the
 learning rates of tint / roughness / normal residual (official 2e-4 each over 30k steps) and the
-environment (official 1.6e-2 decayed to 1.6e-3) and the cube resolution (official 64).
+environment (official 1.6e-2 decayed to 1.6e-3) and the cube resolution (official 64); the
+residual colour is SH degree 3 (the authors' scripts choose it with --brdf_dim).
+``ShaderConfig.tint_model`` = "paper" offers the paper's ``c_d + s L_s`` (the tint scales the whole
+split-sum specular) instead of the authors' ``L (s A + B)``; the default is the authors' form.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -63,6 +66,9 @@ __all__ = [
     "make_trainer",
     "load_shader_trainer",
     "load_shader_scene",
+    "ShadedRendering",
+    "ShadedScene",
+    "shaded_scene_from",
     "shading_metrics",
 ]
 
@@ -77,8 +83,12 @@ _BASE_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 class ShaderConfig:
     """Options of ``--method gaussianshader`` (official GaussianShader defaults unless stated)."""
 
-    residual_sh_degree: int = 1
-    """SH degree of the residual colour (bands 1..d; 0 = no residual). Replaces --sh-degree."""
+    residual_sh_degree: int = 3
+    """SH degree of the residual colour (bands 1..d; 0 = no residual). Replaces --sh-degree.
+
+    3, the degree plain 3DGS uses (the authors' code sets it with ``--brdf_dim``; the paper does
+    not fix it): on the demo at 160x120, 600 steps (BENCHMARKS.md, issue 5) it raised the glossy
+    PSNR from 22.53 dB (degree 1) to 22.78 dB, past plain 3DGS's 22.59 dB."""
     env_resolution: int = 32
     """Cube-map face resolution of the learned environment (official: 64; 32 is cheaper on CPU)."""
     env_min_resolution: int = 8
@@ -97,6 +107,9 @@ class ShaderConfig:
     """Fraction of the GGX lobe's mass kept by the prefilter (nvdiffrec's cutoff)."""
     lut_size: int = 32
     """Resolution of the split-sum BRDF lookup table."""
+    tint_model: Literal["official", "paper"] = "official"
+    """How the tint enters the split sum: "official" ``L (tint A + B)`` (authors' code) or "paper"
+    ``tint L (A + B)`` (the paper's ``c_d + s L_s``); see splatlab.rendering.shading.gaussianshader."""
     init_tint: float = 0.1
     """Initial specular tint (F0), all channels."""
     init_roughness: float = 0.5
@@ -106,7 +119,8 @@ class ShaderConfig:
     lr_roughness: float = 5e-3
     """Learning rate of the roughness logits (official 2e-4 over 30k steps)."""
     lr_normal_res: float = 1e-3
-    """Learning rate of the normal residuals (official 2e-4 over 30k steps)."""
+    """Learning rate of the normal residuals (official 2e-4 over 30k steps). 1e-2 helped at 80x60
+    (glossy 24.44 vs 23.88 dB at 600 steps) but hurt at 160x120 (22.32 vs 22.78 dB), so it stays."""
     lambda_normal: float = 0.2
     """Weight of the normal-consistency loss (official lambda_predicted_normal)."""
     lambda_zero_one: float = 1e-3
@@ -139,6 +153,8 @@ class ShaderConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tint_model not in ("official", "paper"):
+            raise ValueError(f"tint_model must be 'official' or 'paper', got {self.tint_model!r}")
         if self.env_max <= 0:
             raise ValueError(f"env_max must be positive, got {self.env_max}")
 
@@ -147,49 +163,28 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-class GaussianShaderTrainer(Trainer):
-    """Fits a GaussianShader scene (shading attributes + environment map) to a Dataset."""
+class ShadedRendering:
+    """GaussianShader's rendering, shared by the trainer and by stored scenes (:class:`ShadedScene`).
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        cfg: TrainConfig,
-        shader_cfg: ShaderConfig | None = None,
-        on_step: Callable[[StepStats], None] | None = None,
-        on_event: Callable[[str], None] | None = None,
-    ) -> None:
-        shader_cfg = ShaderConfig() if shader_cfg is None else shader_cfg
-        shader_cfg.validate()
-        self.shader_cfg = shader_cfg
-        cfg = dataclasses.replace(cfg, sh_degree=shader_cfg.residual_sh_degree)
-        super().__init__(dataset, cfg, on_step=on_step, on_event=on_event)
-        sc = shader_cfg
-        with torch.no_grad():
-            self.params["tint"].fill_(_logit(sc.init_tint))
-            self.params["roughness"].fill_(_logit(sc.init_roughness))
-        self.env = EnvironmentMap(
-            sc.env_resolution,
-            sc.env_min_resolution,
-            sc.env_init,
-            sc.min_roughness,
-            sc.max_roughness,
-            sc.prefilter_cutoff,
-        ).to(self.device)
-        self.env_optimizer = torch.optim.Adam([self.env.base], lr=sc.env_lr, eps=1e-15)
-        self.lut = split_sum_lut(sc.lut_size).to(self.device)
+    Needs ``params`` (with the SHADING_KEYS), ``env`` (EnvironmentMap), ``lut``, ``shader_cfg``
+    and the hooks :meth:`_default_sh_degree`, :meth:`_raster_options` and :meth:`background`.
+    """
 
-    # -------------------------------------------------------------- hooks
-    def extra_channels(self) -> dict[str, int]:
-        return dict(SHADING_KEYS)
+    params: Any
+    env: EnvironmentMap
+    lut: Tensor
+    shader_cfg: ShaderConfig
+    viewer_render_modes: tuple[str, ...] = ("RGB", *SHADER_RENDER_MODES)
+    env_rotation: Tensor | None = None  # params frame -> environment frame (None: the same)
 
-    def param_lrs(self) -> dict[str, float]:
-        lrs = super().param_lrs()
-        sc = self.shader_cfg
-        lrs.update(tint=sc.lr_tint, roughness=sc.lr_roughness, normal_res=sc.lr_normal_res)
-        return lrs
+    def _default_sh_degree(self) -> int:
+        raise NotImplementedError
 
-    def aux_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.env_optimizer]
+    def _raster_options(self) -> dict[str, Any]:
+        return {}
+
+    def background(self) -> Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def _project_env(self) -> None:
@@ -197,38 +192,18 @@ class GaussianShaderTrainer(Trainer):
         trainer has no post-step hook, so this runs before every use and every save)."""
         self.env.base.clamp_(0.0, self.shader_cfg.env_max)
 
-    def aux_state_dict(self) -> dict[str, Any]:
-        self._project_env()
-        return {
-            "env_base": self.env.base.detach().cpu(),
-            "env_optimizer": self.env_optimizer.state_dict(),
-            "shader_cfg": dataclasses.asdict(self.shader_cfg),
-        }
-
-    def load_aux_state_dict(self, state: dict[str, Any]) -> None:
-        if "env_base" not in state:
-            raise CheckpointError(
-                f"the checkpoint in {self.run_dir} has no environment map: it was not trained with "
-                "--method gaussianshader"
-            )
-        base = state["env_base"]
-        if tuple(base.shape) != tuple(self.env.base.shape):
-            raise CheckpointError(
-                f"checkpoint environment map is {list(base.shape)} but ShaderConfig asks for "
-                f"{list(self.env.base.shape)}; use env_resolution={base.shape[1]}"
-            )
-        with torch.no_grad():
-            self.env.base.copy_(base.to(self.device))
-        self.env_optimizer.load_state_dict(state["env_optimizer"])
-
-    def config_json(self) -> dict[str, Any]:
-        return {**super().config_json(), "shader": dataclasses.asdict(self.shader_cfg)}
-
-    # -------------------------------------------------------------- rendering
     def shade(self, viewmat: Tensor, sh_degree: int | None = None) -> ShadedGaussians:
         """Per-Gaussian shading for a camera [4, 4]."""
-        deg = self.cfg.sh_degree if sh_degree is None else sh_degree
-        return shade_gaussians(self.params, camera_center(viewmat), self.env, self.lut, deg)
+        deg = self._default_sh_degree() if sh_degree is None else sh_degree
+        return shade_gaussians(
+            self.params,
+            camera_center(viewmat),
+            self.env,
+            self.lut,
+            deg,
+            tint_model=self.shader_cfg.tint_model,
+            env_rotation=self.env_rotation,
+        )
 
     def render_buffers(
         self,
@@ -270,8 +245,7 @@ class GaussianShaderTrainer(Trainer):
             height,
             backgrounds=bgs,
             render_mode="RGB+ED",
-            rasterize_mode="antialiased" if self.cfg.antialiased else "classic",
-            absgrad=self.cfg.absgrad,
+            **self._raster_options(),
         )
         o = out[0]
         res: dict[str, Any] = {
@@ -285,39 +259,6 @@ class GaussianShaderTrainer(Trainer):
         if buffers:
             res.update(diffuse=o[..., 7:10], specular=o[..., 10:13], residual=o[..., 13:16])
         return res
-
-    def forward(
-        self,
-        step: int,
-        i: int,
-        vm: Tensor,
-        K: Tensor,
-        w: int,
-        h: int,
-        sh_degree: int,
-        bg: Tensor | None,
-    ) -> dict[str, Any]:
-        out = self.render_buffers(vm, K, w, h, sh_degree=sh_degree, background=bg)
-        out["viewmat"], out["K"] = vm, K
-        return out
-
-    def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
-        sc = self.shader_cfg
-        loss = super().compute_loss(step, out, gt)
-        alpha = out["alpha"][..., 0]
-        weight = erode_alpha(alpha.detach(), sc.alpha_erode_px)
-        if sc.lambda_normal > 0 and sc.normal_reg_from_iter <= step < sc.normal_reg_until_iter:
-            n_ref, valid = normals_from_depth(
-                out["depth"][..., 0].detach(), out["viewmat"], out["K"]
-            )
-            loss = loss + sc.lambda_normal * normal_consistency_loss(
-                out["normal"], n_ref, weight * valid
-            )
-        if sc.lambda_zero_one > 0:
-            loss = loss + sc.lambda_zero_one * zero_one_loss(alpha)
-        if sc.lambda_delta > 0:
-            loss = loss + sc.lambda_delta * delta_normal_loss(out["delta"][..., 0], weight)
-        return loss
 
     def render(
         self,
@@ -374,8 +315,131 @@ class GaussianShaderTrainer(Trainer):
             [(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1
         )
         dirs = cam.reshape(-1, 3) @ viewmat[:3, :3]  # R^T d
+        if self.env_rotation is not None:
+            dirs = dirs @ self.env_rotation.to(dirs).T
         img = sample_cube(self.env.base, dirs).reshape(height, width, 3)
         return img, torch.ones_like(img[..., :1]), {}
+
+
+class GaussianShaderTrainer(ShadedRendering, Trainer):
+    """Fits a GaussianShader scene (shading attributes + environment map) to a Dataset."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        shader_cfg: ShaderConfig | None = None,
+        on_step: Callable[[StepStats], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        shader_cfg = ShaderConfig() if shader_cfg is None else shader_cfg
+        shader_cfg.validate()
+        self.shader_cfg = shader_cfg
+        cfg = dataclasses.replace(cfg, sh_degree=shader_cfg.residual_sh_degree)
+        super().__init__(dataset, cfg, on_step=on_step, on_event=on_event)
+        sc = shader_cfg
+        with torch.no_grad():
+            self.params["tint"].fill_(_logit(sc.init_tint))
+            self.params["roughness"].fill_(_logit(sc.init_roughness))
+        self.env = EnvironmentMap(
+            sc.env_resolution,
+            sc.env_min_resolution,
+            sc.env_init,
+            sc.min_roughness,
+            sc.max_roughness,
+            sc.prefilter_cutoff,
+        ).to(self.device)
+        self.env_optimizer = torch.optim.Adam([self.env.base], lr=sc.env_lr, eps=1e-15)
+        self.lut = split_sum_lut(sc.lut_size).to(self.device)
+
+    # -------------------------------------------------------------- hooks
+    def extra_channels(self) -> dict[str, int]:
+        return dict(SHADING_KEYS)
+
+    def param_lrs(self) -> dict[str, float]:
+        lrs = super().param_lrs()
+        sc = self.shader_cfg
+        lrs.update(tint=sc.lr_tint, roughness=sc.lr_roughness, normal_res=sc.lr_normal_res)
+        return lrs
+
+    def aux_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.env_optimizer]
+
+    def aux_state_dict(self) -> dict[str, Any]:
+        self._project_env()
+        return {
+            "env_base": self.env.base.detach().cpu(),
+            "env_optimizer": self.env_optimizer.state_dict(),
+            "shader_cfg": dataclasses.asdict(self.shader_cfg),
+        }
+
+    def load_aux_state_dict(self, state: dict[str, Any]) -> None:
+        if "env_base" not in state:
+            raise CheckpointError(
+                f"the checkpoint in {self.run_dir} has no environment map: it was not trained with "
+                "--method gaussianshader"
+            )
+        base = state["env_base"]
+        if tuple(base.shape) != tuple(self.env.base.shape):
+            raise CheckpointError(
+                f"checkpoint environment map is {list(base.shape)} but ShaderConfig asks for "
+                f"{list(self.env.base.shape)}; use env_resolution={base.shape[1]}"
+            )
+        with torch.no_grad():
+            self.env.base.copy_(base.to(self.device))
+        self.env_optimizer.load_state_dict(state["env_optimizer"])
+
+    def config_json(self) -> dict[str, Any]:
+        return {**super().config_json(), "shader": dataclasses.asdict(self.shader_cfg)}
+
+    def _default_sh_degree(self) -> int:
+        return self.cfg.sh_degree
+
+    def _raster_options(self) -> dict[str, Any]:
+        return {
+            "rasterize_mode": "antialiased" if self.cfg.antialiased else "classic",
+            "absgrad": self.cfg.absgrad,
+        }
+
+    def background(self) -> Tensor:
+        return Trainer.background(self)
+
+    def render(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        return ShadedRendering.render(self, *args, **kwargs)
+
+    # -------------------------------------------------------------- training
+    def forward(
+        self,
+        step: int,
+        i: int,
+        vm: Tensor,
+        K: Tensor,
+        w: int,
+        h: int,
+        sh_degree: int,
+        bg: Tensor | None,
+    ) -> dict[str, Any]:
+        out = self.render_buffers(vm, K, w, h, sh_degree=sh_degree, background=bg)
+        out["viewmat"], out["K"] = vm, K
+        return out
+
+    def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
+        sc = self.shader_cfg
+        loss = super().compute_loss(step, out, gt)
+        alpha = out["alpha"][..., 0]
+        weight = erode_alpha(alpha.detach(), sc.alpha_erode_px)
+        if sc.lambda_normal > 0 and sc.normal_reg_from_iter <= step < sc.normal_reg_until_iter:
+            n_ref, valid = normals_from_depth(
+                out["depth"][..., 0].detach(), out["viewmat"], out["K"]
+            )
+            loss = loss + sc.lambda_normal * normal_consistency_loss(
+                out["normal"], n_ref, weight * valid
+            )
+        if sc.lambda_zero_one > 0:
+            loss = loss + sc.lambda_zero_one * zero_one_loss(alpha)
+        if sc.lambda_delta > 0:
+            loss = loss + sc.lambda_delta * delta_normal_loss(out["delta"][..., 0], weight)
+        return loss
 
     # -------------------------------------------------------------- files
     def export_ply(self, path: Path) -> Path:
@@ -489,6 +553,86 @@ def load_shader_scene(
         base=base,
     )
     return params.to(device), env.to(device)
+
+
+class ShadedScene(ShadedRendering):
+    """A stored GaussianShader scene rendered without its dataset or trainer (the viewer's static
+    path): ``ShadedScene(params, env, shader_cfg).render(viewmat, K, w, h, render_mode=...)`` with
+    the modes of :meth:`ShadedRendering.render` (RGB, depth modes, normals, diffuse, specular,
+    residual, environment)."""
+
+    def __init__(
+        self,
+        params: Any,
+        env: EnvironmentMap,
+        shader_cfg: ShaderConfig | None = None,
+        background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        env_rotation: Tensor | None = None,
+    ) -> None:
+        missing = [k for k in SHADING_KEYS if k not in params]
+        if missing:
+            raise DataError(f"the scene lacks the GaussianShader attributes {missing}")
+        self.params = params
+        self.env = env
+        self.shader_cfg = ShaderConfig() if shader_cfg is None else shader_cfg
+        device = params["means"].device
+        self.lut = split_sum_lut(self.shader_cfg.lut_size).to(device)
+        self._bg = torch.tensor(background, dtype=torch.float32, device=device)
+        self.env_rotation = env_rotation
+
+    def _default_sh_degree(self) -> int:
+        return self.shader_cfg.residual_sh_degree
+
+    def background(self) -> Tensor:
+        return self._bg
+
+    @torch.no_grad()
+    def render(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        return super().render(*args, **kwargs)
+
+
+def shaded_scene_from(loaded: Any, params: Any | None = None) -> ShadedScene | None:
+    """The :class:`ShadedScene` of a :class:`~splatlab.scene.checkpoint.LoadedScene` trained with
+    ``--method gaussianshader`` (environment from the checkpoint, or ``envmap.pt`` beside a PLY),
+    or None for other scenes."""
+    params = loaded.params if params is None else params
+    if any(k not in params for k in SHADING_KEYS):
+        return None
+    aux = (loaded.extra or {}).get("aux") or {}
+    rotation = None
+    if "env_base" in aux:
+        cfg = _shader_config_from(aux.get("shader_cfg") or {})
+        base = aux["env_base"].float()
+    else:
+        env_path = Path(loaded.source).parent / ENVMAP_PT
+        if not env_path.is_file():
+            raise DataError(
+                f"{loaded.source} has GaussianShader attributes but no environment map: put the "
+                f"run's {ENVMAP_PT} beside it (written by `splatlab train --method gaussianshader`)"
+            )
+        state = torch.load(env_path, map_location="cpu", weights_only=False)
+        cfg = _shader_config_from(state.get("shader_cfg") or {})
+        base = state["cube"].float()
+        # the PLY is in original coordinates, the environment in the training frame
+        T = np.asarray(state.get("transform", np.eye(4)), dtype=np.float64)
+        if not np.allclose(T, np.eye(4)):
+            A = T[:3, :3]
+            rotation = torch.as_tensor(A / np.cbrt(np.linalg.det(A)), dtype=torch.float32)
+    env = EnvironmentMap(
+        base.shape[1],
+        min(cfg.env_min_resolution, base.shape[1]),
+        cfg.env_init,
+        cfg.min_roughness,
+        cfg.max_roughness,
+        cfg.prefilter_cutoff,
+        base=base,
+    )
+    return ShadedScene(params, env.to(params["means"].device), cfg, env_rotation=rotation)
+
+
+def _shader_config_from(values: dict[str, Any]) -> ShaderConfig:
+    names = {f.name for f in dataclasses.fields(ShaderConfig)}
+    return ShaderConfig(**{k: v for k, v in values.items() if k in names})
 
 
 @torch.no_grad()

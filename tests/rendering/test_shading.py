@@ -293,6 +293,36 @@ def test_gradients_reach_every_shading_attribute_and_the_environment() -> None:
         assert torch.allclose(sh2.residual, torch.zeros_like(sh2.residual))
 
 
+def test_tint_models_official_and_paper() -> None:
+    """ "official": L (tint A + B), a Gaussian cannot switch its reflection off; "paper":
+    tint L (A + B), zero tint means zero specular; both agree when tint = 1."""
+    g = torch.Generator().manual_seed(5)
+    N = 32
+    params = {
+        "means": torch.randn(N, 3, generator=g) * 0.5,
+        "scales": torch.log(torch.rand(N, 3, generator=g) * 0.1 + 0.01),
+        "quats": torch.randn(N, 4, generator=g),
+        "sh0": torch.zeros(N, 1, 3),
+        "shN": torch.zeros(N, 3, 3),
+        "tint": torch.full((N, 3), -30.0),  # sigmoid -> 0
+        "roughness": torch.randn(N, 1, generator=g),
+        "normal_res": torch.zeros(N, 3),
+    }
+    env = EnvironmentMap(8, 2, base=cube_from_function(_smooth_env, 8, torch.float32))
+    lut = split_sum_lut(16)
+    cam = torch.tensor([0.2, -3.0, 1.0])
+    off = shade_gaussians(params, cam, env, lut, 0, tint_model="official")
+    pap = shade_gaussians(params, cam, env, lut, 0, tint_model="paper")
+    assert float(off.specular.mean()) > 1e-3  # the B term
+    assert float(pap.specular.abs().max()) < 1e-9
+    params["tint"] = torch.full((N, 3), 30.0)  # sigmoid -> 1
+    off = shade_gaussians(params, cam, env, lut, 0, tint_model="official")
+    pap = shade_gaussians(params, cam, env, lut, 0, tint_model="paper")
+    assert torch.allclose(off.specular, pap.specular, atol=1e-6)
+    with pytest.raises(ValueError, match="tint_model"):
+        shade_gaussians(params, cam, env, lut, 0, tint_model="nvdiffrec")
+
+
 def test_ggx_ndf_normalised() -> None:
     # integral of D(h) (n.h) over the hemisphere is 1
     for r in (0.2, 0.5, 0.9):

@@ -166,3 +166,49 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
 def _plain_ply(tmp_path: Path, ds) -> Path:
     t = Trainer(ds, _cfg(tmp_path / "plain", 1))
     return t.export_ply(tmp_path / "plain" / "scene.ply")
+
+
+@pytest.mark.slow
+def test_beats_3dgs_on_glossy_pixels(tmp_path: Path) -> None:
+    """Issue 5's requirement: on the demo scene (default DemoConfig, 160x120, 48 views) at 600
+    steps with the schedule of ``benchmarks/shading.py`` and 1 thread, GaussianShader with its
+    default ShaderConfig beats plain 3DGS (its own defaults) on the glossy balls' pixels.
+
+    Measured 2026-11-23 (2-core x86-64, 1 thread): 3DGS 22.59 dB, GaussianShader 22.78 dB
+    (+0.19 dB); ~50 s + ~75 s of training. The previous defaults (residual SH degree 1) gave
+    22.53 dB and fail this. The bound leaves a little room for float differences between
+    machines / torch builds. A reduced image size is NOT used: at 80x60 the same defaults lose
+    (23.88 vs 23.96 dB)."""
+    import numba
+
+    ds = make_demo_scene()
+    threads, nb_threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)  # reductions in the order they were measured in
+    numba.set_num_threads(1)
+    try:
+        glossy = {}
+        for name in ("3dgs", "gaussianshader"):
+            steps = 600
+            cfg = TrainConfig(
+                out=tmp_path / name,
+                steps=steps,
+                refine_start_iter=100,
+                refine_stop_iter=int(steps * 0.8),
+                refine_every=100,
+                reset_every=10_000,
+                sh_degree_interval=max(steps // 4, 1),
+                checkpoint_every=0,
+                device="cpu",
+            )
+            tr = (
+                make_trainer(ds, cfg, ShaderConfig())
+                if name == "gaussianshader"
+                else Trainer(ds, cfg)
+            )
+            tr.train()
+            glossy[name] = ts.shading_metrics(tr)["psnr_glossy"]
+    finally:
+        torch.set_num_threads(threads)
+        numba.set_num_threads(nb_threads)
+    margin = glossy["gaussianshader"] - glossy["3dgs"]
+    assert margin > 0.1, glossy

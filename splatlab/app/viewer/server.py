@@ -292,7 +292,9 @@ class Viewer:
         self.extra_modes: dict[str, Callable[..., np.ndarray]] = {}
         self.feature_selection: np.ndarray | None = None  # set by the Query / Segment panels
         self._feature_selection_id = 0
-        self.modes = [*render_modes(params), SELECTION_MODE]
+        base = render_modes(params)
+        fn_modes = [m for m in self.source.render_fn_modes if m not in base]
+        self.modes = [*base[:4], *fn_modes, *base[4:], SELECTION_MODE]
         if self.feature_field is not None and self.feature_field.text_aligned:
             self.modes.append(QUERY_HEATMAP_MODE)
         from ...rendering.splats import splat_sh_degree
@@ -420,11 +422,11 @@ class Viewer:
         bg = tuple(float(c) for c in g["background"])
         if (
             params is None
-            and mode == "RGB"
+            and mode in self.source.render_fn_modes
             and self.source.render_fn is not None
             and not g["filter_view"]
         ):
-            return self._render_with_fn(cam, bg)
+            return self._render_with_fn(cam, bg, mode)
         params = self.displayed_params() if params is None else params
         if mode in self.extra_modes:
             return self.extra_modes[mode](cam, params, bg)
@@ -446,7 +448,9 @@ class Viewer:
             far=g["far"] or None,
         )
 
-    def _render_with_fn(self, cam: ViewCamera, bg: tuple[float, float, float]) -> np.ndarray:
+    def _render_with_fn(
+        self, cam: ViewCamera, bg: tuple[float, float, float], mode: str = "RGB"
+    ) -> np.ndarray:
         import torch
 
         with torch.no_grad(), self.source.lock:
@@ -457,7 +461,7 @@ class Viewer:
                 cam.height,
                 sh_degree=int(self.gui_values["sh_degree"]),
                 background=torch.tensor(bg, dtype=torch.float32),
-                render_mode="RGB",
+                render_mode=mode,
             )
         return (img[..., :3].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 

@@ -25,8 +25,9 @@ class SceneSource:
     lock: held by writers (the trainer) while params change; :meth:`snapshot` takes it.
     static: params never change (snapshots are not copied).
     render_fn: optional ``(viewmat [4,4], K [3,3], w, h, sh_degree, background [3], render_mode)
-        -> (colors [H,W,D], alpha [H,W,1], info)`` used for RGB renders instead of the generic
-        path (a trainer with its own shading).
+        -> (colors [H,W,D], alpha [H,W,1], info)`` used instead of the generic path for the modes
+        in ``render_fn_modes`` (a scene with its own shading: GaussianShader's RGB, normals,
+        diffuse, specular, residual, environment).
     """
 
     params: Mapping[str, Tensor]
@@ -39,6 +40,7 @@ class SceneSource:
     points_rgb: np.ndarray | None = None  # [P, 3] in [0, 1]
     out_dir: Path = field(default_factory=lambda: Path("."))
     render_fn: Callable[..., Any] | None = None
+    render_fn_modes: tuple[str, ...] = ("RGB",)  # the render modes render_fn draws
     version: int = 0
     feature_field: Any = None  # splatlab.scene.feature_field.FeatureField when params have features
 
@@ -82,6 +84,17 @@ def load_source(path: Path, load_points: bool = True) -> SceneSource:
         out_dir=run_dir / "viewer",
     )
     from ...scene.feature_field import load_feature_field
+    from ...scene.train_shader import shaded_scene_from
+
+    shaded = shaded_scene_from(loaded, params)
+    if shaded is not None:  # GaussianShader: RGB and the shading modes come from its renderer
+
+        def render_fn(*args: Any, **kwargs: Any) -> Any:
+            shaded.params = src.params  # follows delete / extract in the viewer
+            return shaded.render(*args, **kwargs)
+
+        src.render_fn = render_fn
+        src.render_fn_modes = shaded.viewer_render_modes
 
     try:
         src.feature_field = load_feature_field(loaded, params)

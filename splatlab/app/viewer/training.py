@@ -63,6 +63,7 @@ def _trainer_source(trainer: Any) -> TrainerSource:
         else np.asarray(trainer.dataset.points_rgb, np.float32),
         out_dir=Path(trainer.run_dir) / "viewer",
         render_fn=trainer.render if own_render else None,
+        render_fn_modes=tuple(getattr(trainer, "viewer_render_modes", ("RGB",))),
     )
     if src.points_rgb is not None and src.points_rgb.max() > 1.0:
         src.points_rgb = src.points_rgb / 255.0

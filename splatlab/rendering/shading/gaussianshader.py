@@ -13,6 +13,15 @@ camera at ``o`` is computed BEFORE rasterization (so one rasterization call rend
     specular  = L_pre(r, roughness) * (tint * A + B)            prefiltered environment (envmap.py)
     colour    = diffuse + specular + residual(wo)               residual: SH bands 1..d
 
+``tint_model`` chooses how the specular tint enters the split sum:
+
+* ``"official"``: ``L_pre * (tint A + B)``, the authors' code (nvdiffrec's ``spec_col * A + B``):
+  the tint is the Fresnel F0, so the grazing-angle term ``B L_pre`` is there for EVERY Gaussian and
+  no Gaussian can switch its reflection off;
+* ``"paper"``: ``tint * L_pre * (A + B)``, the paper's ``c = c_d + s * L_s`` read literally (the
+  tint scales the whole specular light; the table's integral taken with F0 = 1): a Gaussian with
+  tint 0 has no specular at all, which is how matte objects are shaded (e.g. the demo scene's).
+
 Parameter layout (a ``ParameterDict`` as splatlab's trainer keeps it; activations applied here):
 
     sh0:        [N, 1, 3]   diffuse colour as an SH DC coefficient: diffuse = max(C0 sh0 + 0.5, 0),
@@ -126,6 +135,8 @@ def shade_gaussians(
     lut: Tensor,  # [S, S, 2]
     sh_degree: int,
     mips: list[Tensor] | None = None,
+    tint_model: str = "official",
+    env_rotation: Tensor | None = None,  # [3, 3]
 ) -> ShadedGaussians:
     """Colour of every Gaussian seen from ``cam_center`` (GaussianShader's shading function).
 
@@ -136,7 +147,14 @@ def shade_gaussians(
         lut: split-sum table from :func:`splatlab.rendering.shading.brdf.split_sum_lut`.
         sh_degree: degree of the residual colour used (0 = no residual; <= shN's degree).
         mips: ``env.build_mips()`` when already built this step.
+        tint_model: "official" (``L_pre (tint A + B)``) or "paper" (``tint L_pre (A + B)``); see
+            the module docstring.
+        env_rotation: rotation from the frame of ``params`` to the environment's frame (a scene
+            exported in original coordinates whose environment was learned in the normalised
+            frame); None = the same frame.
     """
+    if tint_model not in ("official", "paper"):
+        raise ValueError(f"tint_model must be 'official' or 'paper', got {tint_model!r}")
     means = params["means"]
     scales = params["scales"]
     normal = gaussian_normals(means, params["quats"], scales, params["normal_res"], cam_center)
@@ -146,8 +164,12 @@ def shade_gaussians(
     roughness = torch.sigmoid(params["roughness"])  # [N, 1]
     tint = torch.sigmoid(params["tint"])  # [N, 3]
     ab = lut_lookup(lut, nv.clamp(1e-4, 1.0)[:, 0], roughness[:, 0])  # [N, 2]
-    light = env.specular(refl, roughness, mips)  # [N, 3]
-    specular = light * (tint * ab[:, 0:1] + ab[:, 1:2])
+    env_dirs = refl if env_rotation is None else refl @ env_rotation.to(refl).T
+    light = env.specular(env_dirs, roughness, mips)  # [N, 3]
+    if tint_model == "paper":
+        specular = tint * light * (ab[:, 0:1] + ab[:, 1:2])
+    else:
+        specular = light * (tint * ab[:, 0:1] + ab[:, 1:2])
     diffuse = (params["sh0"][:, 0, :] * SH_C0 + 0.5).clamp_min(0.0)
     shN = params["shN"]
     d = min(int(sh_degree), _degree_of(shN.shape[1]))

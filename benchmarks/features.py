@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatlab.scene.feature_field import relevance_from_rendered
+from splatlab.methods.feature3dgs.distill import FeatureConfig, features_of, make_feature_trainer
+from splatlab.methods.feature3dgs.field import relevance_from_rendered
 from splatlab.scene.query import gaussian_relevance, relevance_maps, select_by_text
 from splatlab.scene.synthetic import DemoConfig, make_demo_scene, object_label_at
-from splatlab.scene.train import TrainConfig
-from splatlab.scene.train_features import FeatureConfig, make_feature_trainer
+from splatlab.training.trainer import TrainConfig
 
 
 def selection_pr(
@@ -35,12 +35,12 @@ def selection_pr(
     p = trainer.params
     gt = object_label_at(p["means"].detach().cpu().numpy())
     vis = torch.sigmoid(p["opacities"].detach()).cpu().numpy() >= 0.1
-    text = trainer.teacher.encode_text(names).to(trainer.device)
+    text = features_of(trainer).teacher.encode_text(names).to(trainer.device)
     out = {}
     for lab in range(1, len(names)):
         others = torch.cat([text[:lab], text[lab + 1 :]])
         sel = (
-            select_by_text(p, trainer.decoder, text[lab], threshold, others, min_opacity=0.1)
+            select_by_text(p, features_of(trainer).decoder, text[lab], threshold, others, min_opacity=0.1)
             .cpu()
             .numpy()
         )
@@ -92,7 +92,7 @@ def main() -> None:
             teacher="labels", dim=d, loss="cosine", lr_features=1e-2, lr_decoder=1e-3
         )
         tr = make_feature_trainer(ds, cfg, fc)
-        tr.cache.precompute(range(len(ds.frames)))
+        features_of(tr).cache.precompute(range(len(ds.frames)))
         tr.teacher_seconds = 0.0
         if torch.cuda.is_available() and args.device != "cpu":
             torch.cuda.reset_peak_memory_stats()
@@ -105,27 +105,27 @@ def main() -> None:
             if torch.cuda.is_available() and args.device != "cpu"
             else 0
         )
-        m = tr.evaluate_features(write=False)
+        m = features_of(tr).evaluate_features(tr, write=False)
         # query latency: text -> relevance on one rendered view; text -> per-Gaussian relevance
-        text = tr.teacher.encode_text(names).to(tr.device)
+        text = features_of(tr).teacher.encode_text(names).to(tr.device)
         vm, K, ww, hh = tr.camera(ds.test_ids[0])
         t1 = time.perf_counter()
-        _, dec, _ = tr.render_features(vm, K, ww, hh)
+        _, dec, _ = features_of(tr).render_features(tr, vm, K, ww, hh)
         relevance_maps(dec, text)
         q_view = (time.perf_counter() - t1) * 1e3
         t2 = time.perf_counter()
-        gaussian_relevance(tr.params, tr.decoder, text)
+        gaussian_relevance(tr.params, features_of(tr).decoder, text)
         q_gauss = (time.perf_counter() - t2) * 1e3
         # the viewer's heatmap at 640x480: relevance in the rendered d-space vs decoding to D first
         K640 = K.clone()
         K640[0] *= 640 / ww
         K640[1] *= 480 / hh
         t3 = time.perf_counter()
-        _, f640, _ = tr.render_features(vm, K640, 640, 480, decode=False)
-        relevance_from_rendered(f640.permute(1, 2, 0), tr.decoder, text)
+        _, f640, _ = features_of(tr).render_features(tr, vm, K640, 640, 480, decode=False)
+        relevance_from_rendered(f640.permute(1, 2, 0), features_of(tr).decoder, text)
         q_640 = (time.perf_counter() - t3) * 1e3
         t4 = time.perf_counter()
-        _, d640, _ = tr.render_features(vm, K640, 640, 480, decode=True)
+        _, d640, _ = features_of(tr).render_features(tr, vm, K640, 640, 480, decode=True)
         relevance_maps(d640, text)
         q_640_dec = (time.perf_counter() - t4) * 1e3
         del d640

@@ -26,9 +26,14 @@ def run_one(method: str, steps: int, device: str, out: Path, threads: int) -> di
 
     import torch
 
+    from splatlab.methods.gaussianshader.shader import (
+        ShaderConfig,
+        export_buffers,
+        make_trainer,
+        shading_metrics,
+    )
     from splatlab.scene.synthetic import make_demo_scene
-    from splatlab.scene.train import TrainConfig, Trainer
-    from splatlab.scene.train_shader import ShaderConfig, make_trainer, shading_metrics
+    from splatlab.training.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(threads)
     ds = make_demo_scene()
@@ -65,7 +70,7 @@ def run_one(method: str, steps: int, device: str, out: Path, threads: int) -> di
     m = trainer.evaluate(write_renders=False, lpips_net=None)
     sm = shading_metrics(trainer)
     if method == "gaussianshader":
-        trainer.export_buffers(run / "buffers", ids=ds.test_ids[:2])
+        export_buffers(trainer, run / "buffers", ids=ds.test_ids[:2])
     row = {
         "method": method,
         "steps": steps,

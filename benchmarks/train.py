@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from splatlab.app.cli import demo_train_config
-    from splatlab.scene.train import Trainer
+    from splatlab.training.trainer import Trainer
 
     if args.scene == "demo":
         from splatlab.scene.synthetic import make_demo_scene

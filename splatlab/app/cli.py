@@ -13,6 +13,7 @@ Only this module prints; library code raises typed errors that are shown here as
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ import tyro
 
 from .. import __version__
 from ..errors import SplatlabError
-from ..scene.train import TrainConfig
-from ..scene.train_features import FeatureConfig
+from ..training import registry
+from ..training.trainer import TrainConfig
 from .viewer.server import ViewerConfig
 
 
@@ -75,18 +76,17 @@ def _progress_trainer(trainer: Any, total: int, console: Any) -> Any:
         signal.signal(signal.SIGINT, old)
 
 
-def _make_trainer(dataset: Any, train: TrainConfig, shader: Any = None, features: Any = None) -> Any:
-    if train.method == "gaussianshader":
-        from ..scene.train_shader import make_trainer
+def _make_trainer(dataset: Any, train: TrainConfig, configs: dict[str, Any] | None = None) -> Any:
+    from ..training.trainer import Trainer
 
-        return make_trainer(dataset, train, shader)
-    if features is not None:
-        from ..scene.train_features import make_feature_trainer
+    return Trainer(dataset, train, configs=configs)
 
-        return make_feature_trainer(dataset, train, features)
-    from ..scene.train import Trainer
 
-    return Trainer(dataset, train)
+def _report_extensions(console: Any, trainer: Any) -> None:
+    """Each extension's own metrics (e.g. Feature 3DGS's cosine / mIoU), one line each."""
+    for name, m in trainer.evaluate_extensions().items():
+        for line in trainer.extension(name).summary(m):
+            console.print(line)
 
 
 def _report(console: Any, result: Any, metrics: dict[str, Any] | None) -> None:
@@ -115,8 +115,8 @@ class Demo:
     """Run directory (replaced if it exists and --overwrite is given)."""
     steps: int = 1500
     """Training steps (about 2 minutes on 2 CPU cores)."""
-    method: Literal["3dgs", "mcmc", "gaussianshader"] = "3dgs"
-    """Training method."""
+    method: str = "3dgs"
+    """Training method: a registered strategy (3dgs, mcmc) or appearance (gaussianshader)."""
     overwrite: bool = True
     """Start afresh in ``out`` even if a previous demo run is there."""
     view: bool = False
@@ -136,7 +136,8 @@ class Demo:
         dataset = make_demo_scene()
         cfg = demo_train_config(self.out, self.steps)
         cfg.method = self.method
-        trainer = _make_trainer(dataset, cfg, _default_shader_config())
+        registry.resolve(cfg)
+        trainer = _make_trainer(dataset, cfg)
         result = _progress_trainer(trainer, cfg.steps, console)
         metrics = trainer.evaluate()
         _report(console, result, metrics)
@@ -155,47 +156,45 @@ def demo_train_config(out: Path, steps: int) -> Any:
     )
 
 
-def _default_shader_config() -> Any:
-    try:
-        from ..scene.train_shader import ShaderConfig
-    except ImportError:
-        return None
-    return ShaderConfig()
-
-
 @dataclass
-class Train:
+class _TrainCommand:
     """Train a Gaussian scene from a dataset: nerfstudio transforms.json (incl. instant-ngp),
     Blender-synthetic, a COLMAP model, or a folder of photos (structure-from-motion with pycolmap)."""
 
-    data: tyro.conf.Positional[Path]
-    """Dataset folder (or the demo with the literal path 'demo')."""
-    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
-    """Training options."""
-    features: Literal["none", "lseg", "sam", "clip", "labels"] = "none"
-    """Distil per-Gaussian features (Feature 3DGS) from this teacher; 'labels' is the synthetic
-    teacher of the labelled demo scene."""
-    feature: Annotated[FeatureConfig, tyro.conf.arg(name="features")] = field(default_factory=FeatureConfig)
-    """Feature-distillation options (with --features)."""
-    evaluate: bool = True
-    """Evaluate on the test views when training ends."""
-    view: bool = False
-    """Show training live in the browser viewer."""
-    port: int = 8080
-    """Viewer port (with --view)."""
-    host: str = "127.0.0.1"
-    """Viewer host (with --view); 127.0.0.1 keeps it local."""
+    def extension_configs(self) -> dict[str, Any]:
+        """section -> options of every registered extension (from the --<section>.* flags)."""
+        return {
+            cls.section: getattr(self, f"{cls.section}_options")
+            for cls in registry.extension_classes()
+            if cls.section and cls.Config is not None
+        }
+
+    def resolved_config(self) -> tuple[TrainConfig, dict[str, Any]]:
+        """The TrainConfig (with the fields the --<switch> flags enable) and extension configs;
+        refuses an unknown or incompatible combination before any data is loaded."""
+        cfg, configs = self.train, self.extension_configs()
+        fields = list(cfg.fields)
+        for cls in registry.extension_classes():
+            if cls.cli_switch is None:
+                continue
+            flag, _, attr = cls.cli_switch
+            choice = getattr(self, flag)
+            if choice != "none":
+                setattr(configs[cls.section], attr, choice)
+                fields.append(cls.name)
+        cfg = dataclasses.replace(cfg, fields=tuple(dict.fromkeys(fields)))
+        for c in configs.values():
+            if callable(getattr(c, "validate", None)):
+                c.validate()
+        registry.resolve(cfg)
+        return cfg, configs
 
     def run(self) -> None:
         console = _console()
-        dataset = _load_data(self.data, self.train, console)
-        cfg = self.train
-        feat = None
-        if self.features != "none":
-            feat = self.feature
-            feat.teacher = self.features
-            feat.validate()
-        trainer = _make_trainer(dataset, cfg, _default_shader_config(), feat)
+        cfg, configs = self.resolved_config()
+        dataset = _load_data(self.data, cfg, console)
+        trainer = _make_trainer(dataset, cfg, configs)
+        console.print(f"training with {trainer.components.describe()}")
         if self.view:
             from .viewer import attach_training_viewer
 
@@ -204,13 +203,53 @@ class Train:
         result = _progress_trainer(trainer, cfg.steps, console)
         metrics = trainer.evaluate() if self.evaluate and not result.interrupted else None
         _report(console, result, metrics)
-        if feat is not None and metrics is not None:
-            fm = trainer.evaluate_features()
-            line = f"features ({fm['teacher']}, d={fm['dim']}): test cosine {fm['cosine']:.3f}"
-            if "miou" in fm:
-                line += f", label mIoU {fm['miou']:.3f} (teacher's own {fm['teacher_miou']:.3f})"
-            console.print(line + f" -> {trainer.run_dir / 'feature_metrics.json'}")
-            console.print(f"  query it:          splatlab query {trainer.run_dir} \"PROMPT\"")
+        if metrics is not None:
+            _report_extensions(console, trainer)
+
+
+def _train_command() -> type:
+    """The ``train`` command, built from the registry: one option group per registered
+    extension's Config (``--shader.*``, ``--features.*``) and each extension's switch
+    (``--features lseg``), so the CLI names no method."""
+    A, arg = Annotated, tyro.conf.arg
+    fields: list[tuple[str, Any, Any]] = [
+        ("data", A[Path, tyro.conf.Positional, arg(help="Dataset folder (or the demo with the literal path 'demo').")], field()),
+        ("train", A[TrainConfig, arg(name="", help="Training options.")], field(default_factory=TrainConfig)),
+    ]
+    for cls in registry.extension_classes():
+        if cls.cli_switch is not None:
+            flag, choices, attr = cls.cli_switch
+            help_ = f"{cls.description}: enable the {cls.name!r} {cls.kind} with this {attr}."
+            fields.append((flag, A[Literal[("none", *choices)], arg(help=help_)], field(default="none")))
+        if cls.section and cls.Config is not None:
+            fields.append((
+                f"{cls.section}_options",
+                A[cls.Config, arg(name=cls.section, help=f"Options of the {cls.name!r} {cls.kind} ({cls.description}).")],
+                field(default_factory=cls.Config),
+            ))
+    fields += [
+        ("evaluate", A[bool, arg(help="Evaluate on the test views when training ends.")], field(default=True)),
+        ("view", A[bool, arg(help="Show training live in the browser viewer.")], field(default=False)),
+        ("port", A[int, arg(help="Viewer port (with --view).")], field(default=8080)),
+        ("host", A[str, arg(help="Viewer host (with --view); 127.0.0.1 keeps it local.")], field(default="127.0.0.1")),
+    ]
+    cls = dataclasses.make_dataclass("Train", fields, bases=(_TrainCommand,))
+    cls.__doc__ = _TrainCommand.__doc__
+    cls.__module__ = __name__
+    return cls
+
+
+@dataclass
+class Methods:
+    """List the registered training strategies, appearances and fields (entry points
+    ``splatlab.methods``), which --method / --strategy / --appearance / --fields accept."""
+
+    def run(self) -> None:
+        console = _console()
+        for kind in registry.KINDS:
+            for name in registry.names(kind):
+                cls = registry.get(kind, name)
+                console.print(f"{kind:10s} {name:16s} {getattr(cls, 'description', '')}")
 
 
 def _load_data(path: Path, cfg: Any, console: Any) -> Any:
@@ -240,11 +279,12 @@ class Eval:
     """Write test renders (render | ground truth) to RUN/renders/test."""
 
     def run(self) -> None:
-        from ..scene.train import load_trainer
+        from ..training.trainer import load_trainer
 
         console = _console()
         trainer = load_trainer(self.run_dir)
         m = trainer.evaluate(write_renders=self.renders)
+        _report_extensions(console, trainer)
         lp = f"  LPIPS {m['lpips']:.4f}" if m.get("lpips") is not None else ""
         console.print(f"{m['split']} ({m['n_views']} views, step {m['step']}): PSNR {m['psnr']:.2f} dB  "
                       f"SSIM {m['ssim']:.4f}{lp}")
@@ -337,13 +377,13 @@ class Query:
 
         from ..errors import DataError
         from ..scene.checkpoint import load_scene
-        from ..scene.feature_field import load_feature_field
         from ..scene.query import export_selection_ply
+        from ..training.stored import open_stored
         from .viewer.render import ViewCamera
 
         console = _console()
         loaded = load_scene(self.scene)
-        field_ = load_feature_field(loaded)
+        field_ = open_stored(loaded).feature_field
         if field_ is None:
             raise DataError(f"{self.scene} has no per-Gaussian features; train it with --features")
         neg = list(self.negatives) or None
@@ -387,9 +427,11 @@ class View:
         run_viewer(self.config)
 
 
+Train = _train_command()
+
 COMMANDS: dict[str, type] = {
     "demo": Demo, "train": Train, "eval": Eval, "render": Render, "export": Export, "view": View,
-    "query": Query,
+    "query": Query, "methods": Methods,
 }
 
 

@@ -146,9 +146,9 @@ def test_gaussianshader_scene_renders_its_shading_modes(tmp_path) -> None:
     import torch
 
     from splatlab.app.viewer.source import load_source
+    from splatlab.methods.gaussianshader.shader import ShaderConfig, make_trainer
     from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-    from splatlab.scene.train import TrainConfig
-    from splatlab.scene.train_shader import ShaderConfig, make_trainer
+    from splatlab.training.trainer import TrainConfig
 
     ds = make_demo_scene(DemoConfig(n_views=8, width=48, height=36, n_points=600, supersample=1))
     cfg = TrainConfig(out=tmp_path / "run", steps=30, checkpoint_every=30, refine_start_iter=1000)
@@ -189,8 +189,8 @@ def test_gaussianshader_scene_renders_its_shading_modes(tmp_path) -> None:
     # environment learned in the training frame renders the same pictures
     from scipy.spatial.transform import Rotation
 
+    from splatlab.methods.gaussianshader.shader import ShadedScene
     from splatlab.scene.gaussians import load_ply, save_ply
-    from splatlab.scene.train_shader import ShadedScene
 
     T = np.eye(4)
     T[:3, :3] = Rotation.from_euler("zyx", [30, -20, 10], degrees=True).as_matrix()
@@ -198,7 +198,7 @@ def test_gaussianshader_scene_renders_its_shading_modes(tmp_path) -> None:
     save_ply(tmp_path / "rot.ply", tr.params, transform=T)
     p_orig = load_ply(tmp_path / "rot.ply")
     scene_o = ShadedScene(
-        p_orig, tr.env, tr.shader_cfg, env_rotation=torch.as_tensor(T[:3, :3], dtype=torch.float32)
+        p_orig, tr.appearance.env, tr.appearance.config, env_rotation=torch.as_tensor(T[:3, :3], dtype=torch.float32)
     )
     vm_o = vm @ torch.as_tensor(T, dtype=torch.float32)
     for mode in ("RGB", "specular", "environment"):

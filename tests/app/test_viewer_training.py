@@ -11,7 +11,7 @@ from viewer_util import free_port
 
 from splatlab.app.viewer import attach_training_viewer
 from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-from splatlab.scene.train import TrainConfig, Trainer
+from splatlab.training.trainer import TrainConfig, Trainer
 
 
 def test_training_viewer_follows_pauses_and_resumes(tmp_path):
@@ -57,7 +57,11 @@ def test_training_viewer_follows_pauses_and_resumes(tmp_path):
 def test_training_viewer_queries_the_live_feature_field(tmp_path):
     """``train --features ... --view``: the Query / Segment tabs act on the trainer's own
     decoder and teacher while it trains."""
-    from splatlab.scene.train_features import FeatureConfig, make_feature_trainer
+    from splatlab.methods.feature3dgs.distill import (
+        FeatureConfig,
+        features_of,
+        make_feature_trainer,
+    )
 
     ds = make_demo_scene(DemoConfig(n_views=8, test_every=4, width=64, height=48))
     trainer = make_feature_trainer(
@@ -74,17 +78,17 @@ def test_training_viewer_queries_the_live_feature_field(tmp_path):
     tv = attach_training_viewer(trainer, host="127.0.0.1", port=free_port())
     try:
         v = tv.viewer
-        assert v.feature_field is not None and v.feature_field.decoder is trainer.decoder
-        assert "query heatmap" in v.modes and hasattr(v, "query_handles")
+        assert v.feature_field is not None and v.feature_field.decoder is features_of(trainer).decoder
+        assert "query heatmap" in v.modes and "Query" in v.panels
         trainer.train()
         # a 40-step, 4-D field separates only some labels: query the one it separates best
         names = ds.meta["label_names"][1:]
         prompt = max(
             names, key=lambda n: int(v.feature_field.text_scores(trainer.params, n)[1].gt(0).sum())
         )
-        v.query_handles["prompt"].value = prompt
-        v.query_handles["threshold"].value = -1.0  # every Gaussian closer to it than to the others
-        for cb in v.query_handles["select"]._impl.update_cb:
+        v.panel("Query").handles["prompt"].value = prompt
+        v.panel("Query").handles["threshold"].value = -1.0  # every Gaussian closer to it than to the others
+        for cb in v.panel("Query").handles["select"]._impl.update_cb:
             cb(None)
         want = v.feature_field.select_text(trainer.params, prompt, -1.0)
         np.testing.assert_array_equal(v.selection(), want.numpy())

@@ -130,13 +130,13 @@ def make_feature_run(out: Path, n_views: int = 8, d: int = 8) -> Path:
     so the viewer's query / segment panels can be checked against the labels)."""
     import torch
 
+    from splatlab.methods.feature3dgs.distill import FeatureConfig
+    from splatlab.methods.feature3dgs.field import feature_aux_state
     from splatlab.models.label_teacher import LabelEmbeddingTeacher
     from splatlab.rendering.features import FeatureDecoder
     from splatlab.scene.checkpoint import dataset_extra, save_checkpoint
-    from splatlab.scene.feature_field import feature_aux_state
     from splatlab.scene.gaussians import init_gaussians
     from splatlab.scene.synthetic import LABEL_NAMES, DemoConfig, make_demo_scene, object_label_at
-    from splatlab.scene.train_features import FeatureConfig
 
     ds = make_demo_scene(DemoConfig(n_views=n_views, test_every=4))
     teacher = LabelEmbeddingTeacher(LABEL_NAMES, dim=512)
@@ -163,3 +163,28 @@ def make_feature_run(out: Path, n_views: int = 8, d: int = 8) -> Path:
     extra["aux"] = feature_aux_state(dec, cfg.to_json(), teacher)
     save_checkpoint(out, 0, params, extra=extra)
     return out
+
+
+THIRDPARTY_PLUGIN = REPO_ROOT / "tests" / "fixtures" / "thirdparty_plugin"
+
+
+def install_thirdparty_plugin(tmp: Path) -> Path:
+    """``pip install --no-deps --no-build-isolation --target tmp/site`` of the test package
+    tests/fixtures/thirdparty_plugin (built from a copy, so the source folder stays clean).
+    Returns the site folder: put it on sys.path / PYTHONPATH and importlib.metadata finds the
+    plugin's ``splatlab.plugins`` entry point there."""
+    import shutil
+
+    src = tmp / "src"
+    shutil.copytree(THIRDPARTY_PLUGIN, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    site = tmp / "site"
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+            "--no-build-isolation", "--no-index", "--target", str(site), str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return site

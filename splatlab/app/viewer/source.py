@@ -42,12 +42,16 @@ class SceneSource:
     render_fn: Callable[..., Any] | None = None
     render_fn_modes: tuple[str, ...] = ("RGB",)  # the render modes render_fn draws
     version: int = 0
-    feature_field: Any = None  # splatlab.scene.feature_field.FeatureField when params have features
+    feature_field: Any = (
+        None  # splatlab.methods.feature3dgs.field.FeatureField when params have features
+    )
 
     def replace(self, params: Mapping[str, Tensor]) -> None:
         """Show other parameters (a static scene after delete / extract in the viewer)."""
         if not self.static:
-            raise RuntimeError("a live training scene cannot be edited; pause or stop training first")
+            raise RuntimeError(
+                "a live training scene cannot be edited; pause or stop training first"
+            )
         with self.lock:
             self.params = dict(params)
             self.bump()
@@ -83,25 +87,20 @@ def load_source(path: Path, load_points: bool = True) -> SceneSource:
         transform=np.asarray(loaded.transform, dtype=np.float64),
         out_dir=run_dir / "viewer",
     )
-    from ...scene.feature_field import load_feature_field
-    from ...scene.train_shader import shaded_scene_from
+    from ...training.stored import open_stored
 
-    shaded = shaded_scene_from(loaded, params)
-    if shaded is not None:  # GaussianShader: RGB and the shading modes come from its renderer
+    parts = open_stored(loaded, params, strict=False)  # a failing part: the scene is still shown
+    if parts.render_fn is not None:  # e.g. GaussianShader: RGB and the shading modes are its own
+        shaded = parts.scene
 
         def render_fn(*args: Any, **kwargs: Any) -> Any:
-            shaded.params = src.params  # follows delete / extract in the viewer
-            return shaded.render(*args, **kwargs)
+            if shaded is not None:
+                shaded.params = src.params  # follows delete / extract in the viewer
+            return parts.render_fn(*args, **kwargs)
 
         src.render_fn = render_fn
-        src.render_fn_modes = shaded.viewer_render_modes
-
-    try:
-        src.feature_field = load_feature_field(loaded, params)
-    except Exception as e:  # the scene is still shown, without Query / Segment
-        import logging
-
-        logging.getLogger(__name__).warning("feature field of %s not loaded: %s", path, e)
+        src.render_fn_modes = parts.render_modes
+    src.feature_field = parts.feature_field
     if load_points and loaded.config and isinstance(loaded.config.get("data"), str):
         src.points, src.points_rgb = _dataset_points(
             loaded.config["data"], loaded.config.get("train", {})

@@ -33,8 +33,6 @@ class TrainerSource(SceneSource):
 
 
 def _trainer_source(trainer: Any) -> TrainerSource:
-    from ...scene.train import Trainer
-
     frames = trainer.dataset.frames
     cams = (
         StoredCameras(
@@ -47,7 +45,8 @@ def _trainer_source(trainer: Any) -> TrainerSource:
         if frames
         else None
     )
-    own_render = type(trainer).render is not Trainer.render  # shading trainers render their own way
+    parts = [ext.viewer_parts(trainer) for ext in trainer.extensions]
+    shading = next((p for p in parts if p.render_fn is not None), None)  # an appearance's own modes
     src = TrainerSource(
         params=trainer.params,
         name=str(trainer.run_dir),
@@ -62,33 +61,23 @@ def _trainer_source(trainer: Any) -> TrainerSource:
         if trainer.dataset.points_rgb is None
         else np.asarray(trainer.dataset.points_rgb, np.float32),
         out_dir=Path(trainer.run_dir) / "viewer",
-        render_fn=trainer.render if own_render else None,
-        render_fn_modes=tuple(getattr(trainer, "viewer_render_modes", ("RGB",))),
+        render_fn=None if shading is None else shading.render_fn,
+        render_fn_modes=("RGB",) if shading is None else tuple(shading.render_modes),
     )
     if src.points_rgb is not None and src.points_rgb.max() > 1.0:
         src.points_rgb = src.points_rgb / 255.0
     src.trainer = trainer
-    if getattr(trainer, "decoder", None) is not None and hasattr(trainer, "feat_cfg"):
-        from ...scene.feature_field import FeatureField
-
-        src.feature_field = FeatureField(
-            trainer.decoder,
-            trainer.feat_cfg.teacher,
-            trainer.feat_cfg.to_json(),
-            trainer.teacher.meta(),
-            _teacher=trainer.teacher,
-        )
+    src.feature_field = next((p.feature_field for p in parts if p.feature_field is not None), None)
     return src
 
 
 class TrainingViewer:
-    """A viewer following a :class:`splatlab.scene.train.Trainer`: splats and server renders
+    """A viewer following a :class:`splatlab.training.trainer.Trainer`: splats and server renders
     refreshed on a throttle, a loss plot, pause/resume. ``stop()`` ends it."""
 
     def __init__(self, trainer: Any, cfg: ViewerConfig) -> None:
         self.trainer = trainer
         self.history: list[tuple[int, float, float]] = []  # (step, loss, psnr)
-        self.gui: dict[str, Any] = {}
         self.refreshes = 0
         self._last_refresh = time.monotonic()
         self._last_plot = 0.0
@@ -106,6 +95,13 @@ class TrainingViewer:
     @property
     def port(self) -> int:
         return self.viewer.port
+
+    @property
+    def gui(self) -> dict[str, Any]:
+        """The Train tab's handles ("stats", "pause", "plot", "refresh_s")."""
+        viewer = getattr(self, "viewer", None)
+        panel = None if viewer is None else viewer.panels.get("Train")
+        return {} if panel is None else panel.handles
 
     def _on_step(self, stats: Any) -> None:
         self._previous(stats)
@@ -159,7 +155,7 @@ class TrainingViewer:
 def attach_training_viewer(
     trainer: Any, host: str = "127.0.0.1", port: int = 8080, **kw: Any
 ) -> TrainingViewer:
-    """Serve a live view of ``trainer`` (a ``splatlab.scene.train.Trainer``) on host:port and
+    """Serve a live view of ``trainer`` (a ``splatlab.training.trainer.Trainer``) on host:port and
     return at once; training then runs as usual (``trainer.train()``). ``kw``: other
     :class:`ViewerConfig` fields."""
     cfg = ViewerConfig(scene=Path(trainer.run_dir), host=host, port=port, load_points=False, **kw)

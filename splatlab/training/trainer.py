@@ -8,6 +8,10 @@ densification by gsplat's DefaultStrategy (with the opacity reset that gsplat 1.
 MCMCStrategy (3DGS-MCMC, with opacity and scale regularisers). Checkpoints are written atomically
 every ``checkpoint_every`` steps and on interruption; ``resume=True`` continues from the latest.
 
+The trainer is composed, never subclassed, per method: a registered strategy, one appearance and any
+fields (:mod:`splatlab.training.extension`), resolved by name through
+:mod:`splatlab.training.registry`; all their channels are rasterized in ONE call per step.
+
 Library code does not print: progress reaches the caller through ``on_step`` / ``on_event``.
 """
 
@@ -27,13 +31,14 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, DataError
+from ..rendering.channels import render_channels
 from ..rendering.metrics import psnr, ssim
-from ..rendering.splats import render_splats
+from ..scene import checkpoint as ckpt
+from ..scene.datasets.base import Dataset
+from ..scene.gaussians import init_gaussians, random_init_points, save_ply
 from ..utils import atomic_write_json
-from . import checkpoint as ckpt
-from .datasets.base import Dataset
-from .gaussians import init_gaussians, random_init_points, save_ply
-from .strategies import Default3DGSStrategy, MCMC3DGSStrategy
+from . import registry
+from .extension import Appearance, Extension, Field
 
 
 @dataclass
@@ -42,9 +47,15 @@ class TrainConfig:
 
     out: Path = Path("runs/scene")
     """Run directory: config.json, ckpts/, scene.ply, metrics.json, renders/."""
-    method: Literal["3dgs", "mcmc", "gaussianshader"] = "3dgs"
-    """'3dgs': clone/split/prune densification; 'mcmc': 3DGS-MCMC; 'gaussianshader': reflective
-    shading (GaussianShader) with 3dgs densification."""
+    method: str = "3dgs"
+    """Shortcut: a registered strategy ('3dgs': clone/split/prune, 'mcmc': 3DGS-MCMC) or appearance
+    ('gaussianshader': reflective shading, with 3dgs densification); see `splatlab methods`."""
+    strategy: str | None = None
+    """Densification strategy by registered name (overrides --method)."""
+    appearance: str | None = None
+    """Appearance by registered name: 'sh' (3DGS colour), 'gaussianshader' (overrides --method)."""
+    fields: tuple[str, ...] = ()
+    """Extra per-Gaussian fields by registered name (e.g. 'features'; the CLI's --features adds it)."""
     steps: int = 30_000
     """Training steps (one image each)."""
     downscale: int = 1
@@ -121,12 +132,12 @@ class TrainConfig:
     """Random seed."""
 
     def effective_regs(self) -> tuple[float, float]:
-        if self.method == "mcmc":
-            return self.opacity_reg or 0.01, self.scale_reg or 0.01
-        return self.opacity_reg, self.scale_reg
+        """(opacity, scale) regulariser weights of the resolved strategy."""
+        return registry.get("strategy", registry.resolve(self).strategy)().regularisers(self)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["fields"] = list(self.fields)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
@@ -186,7 +197,18 @@ def _device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Fits Gaussians to a :class:`Dataset`. Use :meth:`train`, then :meth:`evaluate`."""
+    """Fits Gaussians to a :class:`Dataset`. Use :meth:`train`, then :meth:`evaluate`.
+
+    Args:
+        dataset: the posed images.
+        cfg: the options; ``cfg.method`` / ``strategy`` / ``appearance`` / ``fields`` name the
+            registered extensions it trains with (:func:`splatlab.training.registry.resolve`).
+        on_step, on_event: progress callbacks (library code does not print).
+        configs: section -> options dataclass of an extension (e.g. ``{"shader": ShaderConfig()}``);
+            absent sections take the extension's defaults.
+        extensions: ready-made extension instances (e.g. a field holding its teacher), used
+            instead of building the registered class of the same name.
+    """
 
     def __init__(
         self,
@@ -194,9 +216,27 @@ class Trainer:
         cfg: TrainConfig,
         on_step: Callable[[StepStats], None] | None = None,
         on_event: Callable[[str], None] | None = None,
+        *,
+        configs: dict[str, Any] | None = None,
+        extensions: list[Extension] | None = None,
     ) -> None:
         if not dataset.train_ids:
             raise DataError(f"dataset {dataset.root} has no training views")
+        self.components = registry.resolve(cfg)
+        given = {e.name: e for e in extensions or []}
+        configs = configs or {}
+
+        def build(kind: str, name: str) -> Any:
+            if name in given:
+                return given[name]
+            cls = registry.get(kind, name)
+            return cls(configs.get(cls.section) if cls.section else None)
+
+        self.appearance: Appearance = build("appearance", self.components.appearance)
+        self.fields: list[Field] = [build("field", f) for f in self.components.fields]
+        self.strategy_spec = registry.get("strategy", self.components.strategy)()
+        for ext in self.extensions:
+            cfg = ext.adjust_train_config(cfg)
         if not 0 <= cfg.sh_degree <= 3:
             raise ValueError(f"sh_degree must be in 0..3, got {cfg.sh_degree}")
         self.dataset = dataset
@@ -212,8 +252,23 @@ class Trainer:
         self.images: dict[int, Tensor] = {}
         self.step = 0
         self.params, self.optimizers = self._init_params()
-        self.strategy, self.strategy_state = self._init_strategy()
+        for ext in self.extensions:
+            ext.attach(self)
+        self.strategy, self.strategy_state = self.strategy_spec.build(cfg, self.scene_scale)
+        self.strategy.check_sanity(self.params, self.optimizers)
         self.schedulers = [self._means_scheduler()]
+
+    @property
+    def extensions(self) -> list[Extension]:
+        """The appearance, then the fields."""
+        return [self.appearance, *self.fields]
+
+    def extension(self, name: str) -> Extension:
+        """The extension (appearance or field) registered as ``name`` (KeyError if absent)."""
+        for ext in self.extensions:
+            if ext.name == name:
+                return ext
+        raise KeyError(f"this trainer has no extension {name!r} ({self.components.describe()})")
 
     # -------------------------------------------------------------- setup
     def _init_params(self) -> tuple[torch.nn.ParameterDict, dict[str, torch.optim.Optimizer]]:
@@ -230,28 +285,46 @@ class Trainer:
         return params, self._make_optimizers(params)
 
     def extra_channels(self) -> dict[str, int]:
-        """Extra per-Gaussian parameters (name -> width), zero-initialised; subclasses add theirs."""
-        return {}
+        """Extra per-Gaussian parameters (name -> width) of all extensions, zero-initialised."""
+        out: dict[str, int] = {}
+        for ext in self.extensions:
+            for k, w in ext.extra_channels().items():
+                if k in out:
+                    raise registry.MethodError(
+                        f"two extensions both add the per-Gaussian parameter {k!r} ({self.components.describe()})"
+                    )
+                out[k] = w
+        return out
 
     def aux_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers of parameters that are not per-Gaussian (e.g. an environment map)."""
-        return []
+        return [o for ext in self.extensions for o in ext.aux_optimizers()]
 
     def config_json(self) -> dict[str, Any]:
-        """What ``config.json`` records (subclasses add their option sections, e.g. "features")."""
-        return {"train": self.cfg.to_json(), "data": str(self.dataset.root)}
+        """What ``config.json`` records: the options, the data, and each extension's section."""
+        out: dict[str, Any] = {"train": self.cfg.to_json(), "data": str(self.dataset.root)}
+        out["components"] = dataclasses.asdict(self.components)
+        for ext in self.extensions:
+            if ext.section:
+                out[ext.section] = ext.config_json()
+        return out
 
     def aux_state_dict(self) -> dict[str, Any]:
         """State of non-per-Gaussian parameters and their optimizers, stored in checkpoints."""
-        return {}
+        out: dict[str, Any] = {}
+        for ext in self.extensions:
+            out.update(ext.aux_state_dict())
+        return out
 
     def load_aux_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`aux_state_dict` (called on resume)."""
+        for ext in self.extensions:
+            ext.load_aux_state_dict(state)
 
     def param_lrs(self) -> dict[str, float]:
-        """Learning rate of every per-Gaussian parameter (subclasses add their extras)."""
+        """Learning rate of every per-Gaussian parameter (extensions add their extras)."""
         cfg = self.cfg
-        return {
+        lrs = {
             "means": cfg.lr_means * self.scene_scale,
             "scales": cfg.lr_scales,
             "quats": cfg.lr_quats,
@@ -259,6 +332,9 @@ class Trainer:
             "sh0": cfg.lr_sh0,
             "shN": cfg.lr_shN,
         }
+        for ext in self.extensions:
+            lrs.update(ext.param_lrs())
+        return lrs
 
     def _make_optimizers(self, params: torch.nn.ParameterDict) -> dict[str, torch.optim.Optimizer]:
         lrs = self.param_lrs()
@@ -273,26 +349,6 @@ class Trainer:
     def _means_scheduler(self) -> torch.optim.lr_scheduler.ExponentialLR:
         gamma = self.cfg.lr_means_final_ratio ** (1.0 / max(self.cfg.steps, 1))
         return torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], gamma=gamma)
-
-    def _init_strategy(self) -> tuple[Any, dict[str, Any]]:
-        cfg = self.cfg
-        if cfg.method == "mcmc":
-            strategy = MCMC3DGSStrategy(
-                cap_max=cfg.mcmc_cap_max, noise_lr=cfg.mcmc_noise_lr, refine_start_iter=cfg.refine_start_iter,
-                refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, min_opacity=cfg.prune_opa,
-            )
-            state = strategy.initialize_state()
-        elif cfg.method in ("3dgs", "gaussianshader"):
-            strategy = Default3DGSStrategy(
-                prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start_iter,
-                refine_stop_iter=cfg.refine_stop_iter, refine_every=cfg.refine_every, reset_every=cfg.reset_every,
-                absgrad=cfg.absgrad, verbose=False,
-            )
-            state = strategy.initialize_state(scene_scale=self.scene_scale)
-        else:
-            raise ValueError(f"method must be '3dgs', 'mcmc' or 'gaussianshader', got {cfg.method!r}")
-        strategy.check_sanity(self.params, self.optimizers)
-        return strategy, state
 
     # -------------------------------------------------------------- data
     def image(self, i: int) -> Tensor:
@@ -319,6 +375,13 @@ class Trainer:
         return torch.tensor(bg, dtype=torch.float32, device=self.device)
 
     # -------------------------------------------------------------- rendering
+    def raster_options(self) -> dict[str, Any]:
+        """The rasterize options of this run (antialiasing, absgrad)."""
+        return {
+            "rasterize_mode": "antialiased" if self.cfg.antialiased else "classic",
+            "absgrad": self.cfg.absgrad,
+        }
+
     def render(
         self,
         viewmat: Tensor,  # [4, 4]
@@ -329,15 +392,13 @@ class Trainer:
         background: Tensor | None = None,  # [3]
         render_mode: str = "RGB",
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        """Render the current Gaussians: ([H, W, D], [H, W, 1], info)."""
+        """Render the current Gaussians: ([H, W, D], [H, W, 1], info). ``render_mode``: RGB, D,
+        ED, RGB+D, RGB+ED or one of the appearance's ``render_modes``."""
         deg = self.cfg.sh_degree if sh_degree is None else sh_degree
         bg = self.background() if background is None else background
-        out, alpha, info = render_splats(
-            self.params, viewmat[None], K[None], width, height, sh_degree=deg, backgrounds=bg[None],
-            render_mode=render_mode, rasterize_mode="antialiased" if self.cfg.antialiased else "classic",
-            absgrad=self.cfg.absgrad,
+        return self.appearance.render(
+            self.params, viewmat, K, width, height, deg, bg, render_mode, **self.raster_options()
         )
-        return out[0], alpha[0], info
 
     # -------------------------------------------------------------- training
     def _order(self) -> list[int]:
@@ -387,15 +448,7 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                 for sched in self.schedulers:
                     sched.step()
-                if cfg.method == "mcmc":
-                    self.strategy.step_post_backward(
-                        self.params, self.optimizers, self.strategy_state, step, info,
-                        lr=self.schedulers[0].get_last_lr()[0],
-                    )
-                else:
-                    self.strategy.step_post_backward(
-                        self.params, self.optimizers, self.strategy_state, step, info, packed=False
-                    )
+                self.strategy_spec.post_backward(self.strategy, self, step, info)
                 self.control.lock.release()
                 now = time.perf_counter()
                 if now - t_last > 0.5 or step == cfg.steps - 1:
@@ -428,6 +481,8 @@ class Trainer:
         wall = time.perf_counter() - t0
         self.save()
         self.export_ply(self.run_dir / ckpt.SCENE_PLY)
+        for ext in self.extensions:
+            ext.after_train(self)
         if writer is not None:
             writer.close()
         return TrainResult(self.run_dir, self.step - start_step, len(self.params["means"]), wall,
@@ -436,22 +491,40 @@ class Trainer:
     def forward(
         self, step: int, i: int, vm: Tensor, K: Tensor, w: int, h: int, sh_degree: int, bg: Tensor | None
     ) -> dict[str, Any]:
-        """One training render of view i: at least {"img" [H, W, 3], "alpha" [H, W, 1], "info"}."""
-        img, alpha, info = self.render(vm, K, w, h, sh_degree=sh_degree, background=bg)
-        return {"img": img, "alpha": alpha, "info": info}
+        """One training render of view i in ONE rasterization of every extension's channels:
+        {"img" [H, W, 3], "alpha" [H, W, 1], "info", each channel by name [H, W, c], "view", ...}."""
+        bg = self.background() if bg is None else bg
+        chans = dict(self.appearance.channels(self.params, vm, sh_degree))
+        for f in self.fields:
+            for name, c in f.channels(self.params).items():
+                if name in chans:
+                    raise registry.MethodError(f"two extensions render a channel named {name!r}")
+                chans[name] = c
+        out, alpha, info = render_channels(
+            self.params, vm[None], K[None], w, h, chans, backgrounds={"rgb": bg},
+            depth=self.appearance.needs_depth, **self.raster_options(),
+        )
+        res: dict[str, Any] = {k: v[0] for k, v in out.items()}
+        res.update(alpha=alpha[0], info=info, view=i, viewmat=vm, K=K)
+        return self.appearance.finish(res)
 
     def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
-        """(1 - l) L1 + l D-SSIM, plus the opacity / scale regularisers when enabled."""
+        """(1 - l) L1 + l D-SSIM, the strategy's opacity / scale regularisers, and every
+        extension's terms."""
         cfg = self.cfg
         img = out["img"]
         l1 = (img - gt).abs().mean()
         ssim_v = ssim(img[None], gt[None]).mean()
         loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_v)
-        opacity_reg, scale_reg = cfg.effective_regs()
+        opacity_reg, scale_reg = self.strategy_spec.regularisers(cfg)
         if opacity_reg > 0:
             loss = loss + opacity_reg * torch.sigmoid(self.params["opacities"]).mean()
         if scale_reg > 0:
             loss = loss + scale_reg * torch.exp(self.params["scales"]).mean()
+        for ext in self.extensions:
+            term = ext.loss(self, step, out, gt)
+            if term is not None:
+                loss = loss + term
         return loss
 
     def _gt_alpha(self, i: int, render_alpha: Tensor) -> Tensor:
@@ -511,8 +584,10 @@ class Trainer:
         return self.step
 
     def export_ply(self, path: Path) -> Path:
-        """INRIA PLY in the dataset's ORIGINAL coordinates."""
+        """INRIA PLY in the dataset's ORIGINAL coordinates (extensions write what goes with it)."""
         save_ply(path, self.params, transform=self.dataset.transform)
+        for ext in self.extensions:
+            ext.export(self, Path(path))
         return path
 
     # -------------------------------------------------------------- evaluation
@@ -565,45 +640,66 @@ class Trainer:
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
+    def evaluate_extensions(self) -> dict[str, dict[str, Any]]:
+        """Each extension's own metrics (name -> metrics), for those that have any."""
+        out = {}
+        for ext in self.extensions:
+            m = ext.evaluate(self)
+            if m is not None:
+                out[ext.name] = m
+        return out
+
+
+def make_trainer(dataset: Dataset, cfg: TrainConfig, **kw: Any) -> Trainer:
+    """``Trainer(dataset, cfg, **kw)`` (kw: on_step, on_event, configs, extensions)."""
+    return Trainer(dataset, cfg, **kw)
+
+
+def stored_train_config(stored: dict[str, Any], run_dir: Path, **overrides: Any) -> tuple[TrainConfig, dict[str, Any]]:
+    """The TrainConfig and extension configs (section -> dataclass) recorded in a config.json.
+    Runs written before the registry (no ``fields``) get the fields whose section is present."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in stored["train"].items() if k in fields}
+    kw["fields"] = tuple(kw.get("fields") or ())
+    for cls in registry.registered()["field"].values():
+        if cls.section and cls.section in stored and cls.name not in kw["fields"]:
+            kw["fields"] = (*kw["fields"], cls.name)
+    kw["out"] = Path(run_dir)
+    kw.update(overrides)
+    cfg = TrainConfig(**kw)
+    configs = {
+        cls.section: dataclass_from(cls.Config, stored[cls.section])
+        for cls in registry.extension_classes()
+        if cls.section and cls.Config is not None and cls.section in stored
+    }
+    return cfg, configs
+
 
 def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any) -> Trainer:
-    """A Trainer restored from a run directory (its config.json and latest checkpoint). The dataset
-    is reloaded from the path stored in config.json unless given."""
+    """A Trainer restored from a run directory (its config.json and latest checkpoint), with the
+    extensions its config names, resolved through the registry. The dataset is reloaded from the
+    path stored in config.json unless given."""
     cfg_path = Path(run_dir) / ckpt.CONFIG_JSON
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no {ckpt.CONFIG_JSON}); train one with `splatlab train`")
     stored = json.loads(cfg_path.read_text())
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in stored["train"].items() if k in fields}
-    kw["out"] = Path(run_dir)
-    kw.update(overrides)
-    cfg = TrainConfig(**kw)
+    cfg, configs = stored_train_config(stored, Path(run_dir), **overrides)
     cfg.resume = True
     if dataset is None:
-        from .datasets import load_dataset
-        from .synthetic import DEMO_ROOT, make_demo_scene
+        from ..scene.datasets import load_dataset
+        from ..scene.synthetic import DEMO_ROOT, make_demo_scene
 
         data = stored["data"]
         if data == DEMO_ROOT:
-
             dataset = make_demo_scene()
         else:
             dataset = load_dataset(Path(data), downscale=cfg.downscale, test_every=cfg.test_every)
-    if "features" in stored:
-        from .train_features import FeatureConfig, make_feature_trainer
-
-        trainer: Trainer = make_feature_trainer(dataset, cfg, _dataclass_from(FeatureConfig, stored["features"]))
-    elif "shader" in stored or cfg.method == "gaussianshader":
-        from .train_shader import ShaderConfig, make_trainer
-
-        trainer = make_trainer(dataset, cfg, _dataclass_from(ShaderConfig, stored.get("shader", {})))
-    else:
-        trainer = Trainer(dataset, cfg)
+    trainer = Trainer(dataset, cfg, configs=configs)
     trainer.resume()
     return trainer
 
 
-def _dataclass_from(cls: type, values: dict[str, Any]) -> Any:
+def dataclass_from(cls: type, values: dict[str, Any]) -> Any:
     """A config dataclass from its JSON form (unknown keys ignored, paths restored)."""
     out = cls()
     for f in dataclasses.fields(cls):

@@ -11,21 +11,22 @@ import numpy as np
 import pytest
 import torch
 
-import splatlab.scene.train_shader as ts
+import splatlab.methods.gaussianshader.shader as ts
 from splatlab.errors import DataError
-from splatlab.scene.gaussians import load_ply
-from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-from splatlab.scene.train import TrainConfig, Trainer
-from splatlab.scene.train_shader import (
+from splatlab.methods.gaussianshader.shader import (
     ENVMAP_NPY,
     ENVMAP_PNG,
     ENVMAP_PT,
     SHADER_RENDER_MODES,
     ShaderConfig,
+    export_buffers,
     load_shader_scene,
     load_shader_trainer,
     make_trainer,
 )
+from splatlab.scene.gaussians import load_ply
+from splatlab.scene.synthetic import DemoConfig, make_demo_scene
+from splatlab.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,15 @@ def test_one_rasterization_per_step_and_render_modes(
 ) -> None:
     tr = make_trainer(small_demo, _cfg(tmp_path / "run", 10), _shader_cfg())
     calls = []
-    real = ts.rasterize
+    import splatlab.rendering.channels as channels
+
+    real = channels.rasterize
 
     def counting(*a, **k):
         calls.append(k.get("render_mode"))
         return real(*a, **k)
 
-    monkeypatch.setattr(ts, "rasterize", counting)
+    monkeypatch.setattr(channels, "rasterize", counting)
     i = small_demo.train_ids[0]
     vm, K, w, h = tr.camera(i)
     out = tr.forward(0, i, vm, K, w, h, 1, None)
@@ -77,7 +80,7 @@ def test_one_rasterization_per_step_and_render_modes(
     loss = tr.compute_loss(0, out, tr.image(i))
     loss.backward()
     assert len(calls) == 1  # the losses (normal consistency included) need no second pass
-    assert tr.env.base.grad is not None and float(tr.env.base.grad.abs().sum()) > 0
+    assert tr.appearance.env.base.grad is not None and float(tr.appearance.env.base.grad.abs().sum()) > 0
     for key in ("tint", "roughness", "normal_res", "sh0", "shN", "quats", "means"):
         assert tr.params[key].grad is not None and float(tr.params[key].grad.abs().sum()) > 0, key
     with torch.no_grad():
@@ -114,15 +117,15 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
     run = tmp_path / "run"
     tr = make_trainer(small_demo, _cfg(run, 120, checkpoint_every=60), _shader_cfg())
     before = tr.evaluate(write_renders=False, lpips_net=None)["psnr"]
-    env0 = tr.env.base.detach().clone()
+    env0 = tr.appearance.env.base.detach().clone()
     tint0 = float(torch.sigmoid(tr.params["tint"].detach()).mean())
     result = tr.train()
     after = tr.evaluate(write_renders=False, lpips_net=None)["psnr"]
     assert after > before + 4.0, (before, after)
-    assert float((tr.env.base.detach() - env0).abs().max()) > 0.05
+    assert float((tr.appearance.env.base.detach() - env0).abs().max()) > 0.05
     assert abs(float(torch.sigmoid(tr.params["tint"].detach()).mean()) - tint0) > 1e-3
     assert result.n_gaussians == len(tr.params["means"]) == len(tr.params["tint"])
-    assert float(tr.env.base.min()) >= 0.0 and float(tr.env.base.max()) <= 1.0
+    assert float(tr.appearance.env.base.min()) >= 0.0 and float(tr.appearance.env.base.max()) <= 1.0
 
     # export: INRIA PLY with SH DC = the diffuse colour and the shading extras; env map beside
     ply = run / "scene.ply"
@@ -135,14 +138,14 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
     params, env = load_shader_scene(ply)
     for key in ("means", "tint", "roughness", "normal_res", "shN"):
         assert torch.equal(params[key], tr.params[key].detach().cpu()), key
-    assert torch.equal(env.base.detach(), tr.env.base.detach().cpu())
+    assert torch.equal(env.base.detach(), tr.appearance.env.base.detach().cpu())
     png = iio.imread(run / ENVMAP_PNG)
     assert png.shape == (128, 256, 3)
     latlong = np.load(run / ENVMAP_NPY)
-    assert np.allclose(latlong, tr.env.to_latlong(128).numpy(), atol=1e-6)
+    assert np.allclose(latlong, tr.appearance.env.to_latlong(128).numpy(), atol=1e-6)
 
     # buffers as images
-    files = tr.export_buffers(tmp_path / "buffers", ids=small_demo.test_ids[:1])
+    files = export_buffers(tr, tmp_path / "buffers", ids=small_demo.test_ids[:1])
     assert sorted(p.name.split("_")[0] for p in files) == [
         "diffuse",
         "normals",
@@ -153,11 +156,11 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
     # resume from the step-60 checkpoint restores the environment and the shading params
     back = load_shader_trainer(run, dataset=small_demo)
     assert back.step == 120
-    assert torch.equal(back.env.base.detach(), tr.env.base.detach())
+    assert torch.equal(back.appearance.env.base.detach(), tr.appearance.env.base.detach())
     assert torch.equal(back.params["roughness"].detach(), tr.params["roughness"].detach())
     assert (
-        back.env_optimizer.state_dict()["state"][0]["step"]
-        == tr.env_optimizer.state_dict()["state"][0]["step"]
+        back.appearance.env_optimizer.state_dict()["state"][0]["step"]
+        == tr.appearance.env_optimizer.state_dict()["state"][0]["step"]
     )
     with pytest.raises(DataError, match="GaussianShader"):
         load_shader_scene(_plain_ply(tmp_path, small_demo))

@@ -16,118 +16,35 @@ from ground-truth labels for the demo scene (see :mod:`splatlab.models.label_tea
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 from torch import Tensor
 
-from ..errors import CheckpointError, DataError
-from ..models.teacher_cache import Teacher, TeacherCache
-from ..rendering.features import FeatureDecoder
-from ..rendering.rasterize import rasterize
-from ..rendering.sh import eval_sh
-from ..utils import atomic_write, atomic_write_json
-from .datasets.base import Dataset
-from .train import TrainConfig, Trainer, TrainResult
+from ...errors import CheckpointError
+from ...models.teacher_cache import Teacher, TeacherCache
+from ...rendering.channels import render_channels, sh_of
+from ...rendering.features import FeatureDecoder
+from ...scene.datasets.base import Dataset
+from ...training.extension import Field, StoredSceneParts
+from ...training.trainer import TrainConfig, Trainer, _device
+from ...utils import atomic_write, atomic_write_json
+from .config import FEATURE_DECODER_FILE, FeatureConfig, build_teacher
 
-FEATURE_DECODER_FILE = "feature_decoder.pt"
-
-
-@dataclass
-class FeatureConfig:
-    """Options of feature distillation (``splatlab train --features ...``)."""
-
-    teacher: tyro.conf.Suppress[Literal["lseg", "sam", "clip", "labels"]] = "lseg"
-    """Teacher to distil: 'lseg', 'sam', 'clip' (MaskCLIP) or 'labels' (synthetic, labelled demo scene only)."""
-    dim: int = 128
-    """Per-Gaussian feature width d (any positive int); the 1x1-conv decoder lifts it to the teacher's width."""
-    loss: Literal["l1", "cosine"] = "l1"
-    """Feature loss: 'l1' (Feature 3DGS) or 'cosine' (1 - cosine similarity per pixel)."""
-    weight: float = 1.0
-    """Weight of the feature loss added to the photometric loss (Feature 3DGS uses 1.0)."""
-    lr_features: float = 1e-3
-    """Learning rate of the per-Gaussian features (Feature 3DGS: 0.001)."""
-    lr_decoder: float = 1e-4
-    """Learning rate of the 1x1-conv speed-up decoder (Feature 3DGS: 0.0001)."""
-    weights: str | None = None
-    """Teacher checkpoint: a path, or a name ('vit_b'/'vit_l'/'vit_h' or MobileSAM's 'vit_t' for SAM, an open_clip tag for CLIP)."""
-    clip_model: str = "ViT-B-16"
-    """open_clip model name of the 'clip' teacher."""
-    teacher_input: int = 0
-    """Long side of the teacher's input in pixels (0: the teacher's default: LSeg 480, CLIP 448, SAM 1024)."""
-    cache_dir: Path | None = None
-    """Folder of the teacher-map cache (default: <out>/teacher_cache)."""
-    labels_dim: int = 512
-    """Embedding width of the synthetic 'labels' teacher."""
-    labels_downsample: int = 2
-    """The synthetic 'labels' teacher's map is this many times coarser than the image."""
-
-    def validate(self) -> None:
-        if self.dim <= 0:
-            raise ValueError(f"--features.dim must be positive, got {self.dim}")
-        if self.weight < 0 or self.lr_features <= 0 or self.lr_decoder <= 0:
-            raise ValueError("--features.weight must be >= 0 and the learning rates positive")
-        if self.loss not in ("l1", "cosine"):
-            raise ValueError(f"--features.loss must be 'l1' or 'cosine', got {self.loss!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
-
-
-def build_teacher(
-    feat_cfg: FeatureConfig, dataset: Dataset | None, device: str | torch.device = "cpu"
-) -> Teacher:
-    """The teacher named by ``feat_cfg.teacher`` with its official weights (WeightsNotFoundError
-    with download instructions when they are not on this machine)."""
-    kind = feat_cfg.teacher
-    if kind == "labels":
-        from ..models.label_teacher import LabelEmbeddingTeacher
-
-        names = None if dataset is None else dataset.meta.get("label_names")
-        if not names or dataset is None or dataset.meta.get("labels") is None:
-            raise DataError(
-                "the synthetic 'labels' teacher needs a dataset with per-pixel labels (meta['labels'], "
-                "meta['label_names']), such as the demo scene; use --features lseg|clip|sam"
-            )
-        return LabelEmbeddingTeacher(
-            names, dim=feat_cfg.labels_dim, downsample=feat_cfg.labels_downsample
-        )
-    if kind == "lseg":
-        from ..models.lseg import LSegTeacher, load_lseg
-
-        net = load_lseg(feat_cfg.weights, device)
-        if feat_cfg.teacher_input:
-            net.cfg = dataclasses.replace(net.cfg, input_size=feat_cfg.teacher_input)
-        return LSegTeacher(net, tag=Path(feat_cfg.weights or "demo_e200").stem)
-    if kind == "sam":
-        from ..models.sam import SamTeacher, load_sam
-
-        sam = load_sam(feat_cfg.weights or "vit_b", device)
-        return SamTeacher(sam, tag=sam.model_type)
-    if kind == "clip":
-        from ..models.clip_dense import DenseCLIPTeacher, load_dense_clip
-
-        tag = feat_cfg.weights or "openai"
-        net = load_dense_clip(
-            feat_cfg.clip_model, tag, device, input_size=feat_cfg.teacher_input or 448
-        )
-        return DenseCLIPTeacher(net, tag=f"{feat_cfg.clip_model}-{Path(tag).stem}")
-    raise ValueError(f"--features must be one of lseg, sam, clip, labels; got {kind!r}")
-
-
-def camera_center(viewmat: Tensor) -> Tensor:
-    """World position of an OpenCV world-to-camera matrix [4, 4] -> [3]."""
-    R, t = viewmat[:3, :3], viewmat[:3, 3]
-    return -R.T @ t
-
+__all__ = [
+    "FEATURE_DECODER_FILE",
+    "FeatureConfig",
+    "FeatureDistillation",
+    "build_teacher",
+    "features_of",
+    "load_feature_decoder",
+    "make_feature_trainer",
+    "render_rgb_features",
+]
 
 def render_rgb_features(
     params: torch.nn.ParameterDict | dict[str, Tensor],
@@ -139,39 +56,19 @@ def render_rgb_features(
     background: Tensor | None = None,  # [3]
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Any]]:
-    """Colour and per-Gaussian features in ONE rasterization: colours are the SH evaluated towards
-    this camera (gsplat's ``max(SH + 0.5, 0)``), concatenated with ``params['features']``.
+    """Colour (SH evaluated towards this camera, gsplat's ``max(SH + 0.5, 0)``) and per-Gaussian
+    features in ONE rasterization (:func:`~splatlab.rendering.channels.render_channels`).
 
     Returns rgb [H, W, 3], features [H, W, d] (background 0), alpha [H, W, 1], info.
     """
     means = params["means"]
-    coeffs = torch.cat([params["sh0"], params["shN"]], dim=1)
-    deg = min(sh_degree, int(math.isqrt(coeffs.shape[1])) - 1)
-    dirs = means - camera_center(viewmat.to(means))[None]
-    rgb = torch.clamp_min(eval_sh(deg, dirs, coeffs) + 0.5, 0.0)
-    feats = params["features"]
-    colors = torch.cat([rgb, feats], dim=-1)
-    bg = (
-        torch.zeros(3, device=means.device, dtype=means.dtype)
-        if background is None
-        else background.to(means)
+    bg = torch.zeros(3, device=means.device, dtype=means.dtype) if background is None else background
+    out, alpha, info = render_channels(
+        params, viewmat[None], K[None], width, height,
+        {"rgb": sh_of(params, sh_degree), "features": params["features"]},
+        backgrounds={"rgb": bg}, **kwargs,
     )
-    bgs = torch.cat([bg, feats.new_zeros(feats.shape[1])])[None]
-    out, alpha, info = rasterize(
-        means,
-        params["quats"],
-        torch.exp(params["scales"]),
-        torch.sigmoid(params["opacities"]),
-        colors,
-        viewmat[None].to(means),
-        K[None].to(means),
-        width,
-        height,
-        sh_degree=None,
-        backgrounds=bgs,
-        **kwargs,
-    )
-    return out[0, ..., :3], out[0, ..., 3:], alpha[0], info
+    return out["rgb"][0], out["features"][0], alpha[0], info
 
 
 def feature_loss(decoded: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -192,63 +89,70 @@ def mean_iou(pred: np.ndarray, gt: np.ndarray, n_labels: int) -> tuple[float, di
     return (float(np.mean(list(ious.values()))) if ious else 0.0), ious
 
 
-class FeatureTrainer(Trainer):
-    """A :class:`Trainer` whose Gaussians also carry distilled features (see the module docstring).
+class FeatureDistillation(Field):
+    """The ``features`` field: per-Gaussian features distilled from a teacher (see the module
+    docstring), rendered in the trainer's one rasterization with the colour.
 
     Args:
-        dataset, cfg, on_step, on_event: as :class:`Trainer`.
-        feat_cfg: the :class:`FeatureConfig`.
-        teacher: the :class:`Teacher` (see :func:`build_teacher`).
-        cache: the teacher-map cache (default: ``feat_cfg.cache_dir`` or ``<out>/teacher_cache``).
+        config: the :class:`FeatureConfig`.
+        teacher: the :class:`Teacher` (default: built by :func:`build_teacher` when attached).
+        cache: the teacher-map cache (default: ``config.cache_dir`` or ``<out>/teacher_cache``).
     """
+
+    name = "features"
+    description = "Feature 3DGS: distilled LSeg / SAM / CLIP features"
+    Config = FeatureConfig
+    section = "features"
+    cli_switch = ("features", ("lseg", "sam", "clip", "labels"), "teacher")
 
     def __init__(
         self,
-        dataset: Dataset,
-        cfg: TrainConfig,
-        feat_cfg: FeatureConfig,
-        teacher: Teacher,
+        config: FeatureConfig | None = None,
+        teacher: Teacher | None = None,
         cache: TeacherCache | None = None,
-        **kw: Any,
     ) -> None:
-        feat_cfg.validate()
-        self.feat_cfg = feat_cfg
+        super().__init__(config)
+        self.feat_cfg: FeatureConfig = self.config
         self.teacher = teacher
-        super().__init__(dataset, cfg, **kw)
-        self.decoder = FeatureDecoder(feat_cfg.dim, teacher.dim).to(self.device)
-        self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=feat_cfg.lr_decoder)
-        root = (
-            feat_cfg.cache_dir
-            if feat_cfg.cache_dir is not None
-            else Path(cfg.out) / "teacher_cache"
-        )
-        self.cache = cache if cache is not None else TeacherCache(root, teacher, dataset)
+        self.cache = cache
         self.teacher_seconds = 0.0
 
     # ------------------------------------------------------------------ hooks
+    def attach(self, trainer: Trainer) -> None:
+        fc = self.feat_cfg
+        if self.teacher is None:
+            self.teacher = build_teacher(fc, trainer.dataset, trainer.device)
+        self.device = trainer.device
+        self.decoder = FeatureDecoder(fc.dim, self.teacher.dim).to(trainer.device)
+        self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=fc.lr_decoder)
+        root = fc.cache_dir if fc.cache_dir is not None else Path(trainer.cfg.out) / "teacher_cache"
+        if self.cache is None:
+            self.cache = TeacherCache(root, self.teacher, trainer.dataset)
+
     def extra_channels(self) -> dict[str, int]:
-        return {**super().extra_channels(), "features": self.feat_cfg.dim}
+        return {"features": self.feat_cfg.dim}
 
     def param_lrs(self) -> dict[str, float]:
-        return {**super().param_lrs(), "features": self.feat_cfg.lr_features}
+        return {"features": self.feat_cfg.lr_features}
 
     def aux_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [*super().aux_optimizers(), self.decoder_opt]
+        return [self.decoder_opt]
 
     def config_json(self) -> dict[str, Any]:
-        return {**super().config_json(), "features": self.feat_cfg.to_json()}
+        return self.feat_cfg.to_json()
+
+    def channels(self, params: Any) -> dict[str, Tensor]:
+        return {"features": params["features"]}
 
     def aux_state_dict(self) -> dict[str, Any]:
-        from .feature_field import feature_aux_state
+        from .field import feature_aux_state
 
         return {
-            **super().aux_state_dict(),
             **feature_aux_state(self.decoder, self.feat_cfg.to_json(), self.teacher),
             "feature_decoder_opt": self.decoder_opt.state_dict(),
         }
 
     def load_aux_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_aux_state_dict(state)
         if "feature_decoder" not in state:
             raise CheckpointError(
                 "the checkpoint has no feature decoder: it was not trained with --features"
@@ -260,31 +164,6 @@ class FeatureTrainer(Trainer):
             )
         self.decoder.load_state_dict(state["feature_decoder"])
         self.decoder_opt.load_state_dict(state["feature_decoder_opt"])
-
-    def forward(
-        self,
-        step: int,
-        i: int,
-        vm: Tensor,
-        K: Tensor,
-        w: int,
-        h: int,
-        sh_degree: int,
-        bg: Tensor | None,
-    ) -> dict[str, Any]:
-        bg = self.background() if bg is None else bg
-        img, feat, alpha, info = render_rgb_features(
-            self.params,
-            vm,
-            K,
-            w,
-            h,
-            sh_degree,
-            bg,
-            rasterize_mode="antialiased" if self.cfg.antialiased else "classic",
-            absgrad=self.cfg.absgrad,
-        )
-        return {"img": img, "alpha": alpha, "info": info, "features": feat, "view": i}
 
     def teacher_map(self, i: int) -> Tensor:
         """Teacher features of view i: [D, h, w] on the training device (streamed from the cache)."""
@@ -300,19 +179,46 @@ class FeatureTrainer(Trainer):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return self.decoder(x)[0]
 
-    def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
-        loss = super().compute_loss(step, out, gt)
+    def loss(self, trainer: Trainer, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
         target = self.teacher_map(out["view"])
         decoded = self.decode(out["features"], tuple(target.shape[-2:]))
         lf = feature_loss(decoded, target, self.feat_cfg.loss)
         out["feature_loss"] = lf.detach()
-        return loss + self.feat_cfg.weight * lf
+        return self.feat_cfg.weight * lf
 
     # ------------------------------------------------------------------ outputs
-    def train(self) -> TrainResult:
-        result = super().train()
-        self.save_decoder(self.run_dir / FEATURE_DECODER_FILE)
-        return result
+    def after_train(self, trainer: Trainer) -> None:
+        self.save_decoder(trainer.run_dir / FEATURE_DECODER_FILE)
+
+    def export(self, trainer: Trainer, ply_path: Path) -> None:
+        if Path(ply_path).parent != trainer.run_dir:
+            self.save_decoder(Path(ply_path).parent / FEATURE_DECODER_FILE)
+
+    def evaluate(self, trainer: Trainer) -> dict[str, Any]:
+        return self.evaluate_features(trainer)
+
+    def summary(self, metrics: dict[str, Any]) -> list[str]:
+        line = f"features ({metrics['teacher']}, d={metrics['dim']}): test cosine {metrics['cosine']:.3f}"
+        if "miou" in metrics:
+            line += f", label mIoU {metrics['miou']:.3f} (teacher {metrics['teacher_miou']:.3f})"
+        return [line]
+
+    def viewer_parts(self, trainer: Trainer) -> StoredSceneParts:
+        from .field import FeatureField
+
+        return StoredSceneParts(
+            feature_field=FeatureField(
+                self.decoder, self.feat_cfg.teacher, self.feat_cfg.to_json(), self.teacher.meta(),
+                _teacher=self.teacher,
+            )
+        )
+
+    @classmethod
+    def open_stored(cls, loaded: Any, params: Any) -> StoredSceneParts | None:
+        from .field import load_feature_field
+
+        field = load_feature_field(loaded, params)
+        return None if field is None else StoredSceneParts(feature_field=field)
 
     def save_decoder(self, path: Path) -> Path:
         """Write the decoder (and what it decodes to) atomically, for queries on an exported PLY."""
@@ -333,17 +239,19 @@ class FeatureTrainer(Trainer):
 
     @torch.no_grad()
     def render_features(
-        self, viewmat: Tensor, K: Tensor, width: int, height: int, decode: bool = True
+        self, trainer: Trainer, viewmat: Tensor, K: Tensor, width: int, height: int, decode: bool = True
     ) -> tuple[Tensor, Tensor, Tensor]:
         """rgb [H, W, 3], features [D, H, W] (decoded; [d, H, W] with decode=False), alpha [H, W, 1]."""
         img, feat, alpha, _ = render_rgb_features(
-            self.params, viewmat, K, width, height, self.cfg.sh_degree, self.background()
+            trainer.params, viewmat, K, width, height, trainer.cfg.sh_degree, trainer.background()
         )
         f = self.decode(feat) if decode else feat.permute(2, 0, 1)
         return img, f, alpha
 
     @torch.no_grad()
-    def evaluate_features(self, ids: list[int] | None = None, write: bool = True) -> dict[str, Any]:
+    def evaluate_features(
+        self, trainer: Trainer, ids: list[int] | None = None, write: bool = True
+    ) -> dict[str, Any]:
         """Novel-view feature fidelity and, with a text-aligned teacher on a labelled dataset, label mIoU.
 
         For each view (default: the test views): cosine similarity between the decoded rendered
@@ -352,7 +260,7 @@ class FeatureTrainer(Trainer):
         and the mIoU against the ground truth is reported next to the teacher's own mIoU (its map
         upsampled to the image), the bound the distillation can reach.
         """
-        ds = self.dataset
+        ds = trainer.dataset
         ids = list(ids) if ids is not None else (ds.test_ids or ds.train_ids)
         labels = ds.meta.get("labels")
         names = ds.meta.get("label_names")
@@ -362,9 +270,9 @@ class FeatureTrainer(Trainer):
         rows = []
         t_render = 0.0
         for i in ids:
-            vm, K, w, h = self.camera(i)
+            vm, K, w, h = trainer.camera(i)
             t0 = time.perf_counter()
-            _, feat, _ = self.render_features(vm, K, w, h, decode=False)
+            _, feat, _ = self.render_features(trainer, vm, K, w, h, decode=False)
             t_render += time.perf_counter() - t0
             target = self.teacher_map(i)
             dec_small = self.decode(feat.permute(1, 2, 0), tuple(target.shape[-2:]))
@@ -404,7 +312,7 @@ class FeatureTrainer(Trainer):
             metrics["accuracy"] = float(np.mean([r["accuracy"] for r in rows]))
             metrics["teacher_miou"] = float(np.mean([r["teacher_miou"] for r in rows]))
         if write:
-            atomic_write_json(self.run_dir / "feature_metrics.json", metrics)
+            atomic_write_json(trainer.run_dir / "feature_metrics.json", metrics)
         return metrics
 
 
@@ -427,11 +335,22 @@ def make_feature_trainer(
     feat_cfg: FeatureConfig,
     teacher: Teacher | None = None,
     **kw: Any,
-) -> FeatureTrainer:
-    """A :class:`FeatureTrainer` with the teacher of ``feat_cfg`` (built here unless given);
-    ``kw`` (on_step, on_event, cache) go to the trainer."""
-    from .train import _device
-
+) -> Trainer:
+    """A trainer with the ``features`` field of ``feat_cfg`` (its teacher built here unless
+    given); ``kw``: on_step, on_event, cache, configs, extensions (the other extensions)."""
     if teacher is None:
         teacher = build_teacher(feat_cfg, dataset, _device(cfg.device))
-    return FeatureTrainer(dataset, cfg, feat_cfg, teacher, **kw)
+    field = FeatureDistillation(feat_cfg, teacher=teacher, cache=kw.pop("cache", None))
+    fields = cfg.fields if FeatureDistillation.name in cfg.fields else (*cfg.fields, FeatureDistillation.name)
+    cfg = dataclasses.replace(cfg, fields=fields)
+    return Trainer(dataset, cfg, extensions=[*kw.pop("extensions", []), field], **kw)
+
+
+def features_of(trainer: Trainer) -> FeatureDistillation:
+    """The ``features`` field of a trainer (CheckpointError if it was trained without one)."""
+    for f in trainer.fields:
+        if isinstance(f, FeatureDistillation):
+            return f
+    raise CheckpointError(
+        f"{trainer.run_dir} was not trained with --features ({trainer.components.describe()})"
+    )

@@ -10,17 +10,22 @@ import pytest
 import torch
 
 from splatlab.errors import WeightsNotFoundError
-from splatlab.rendering.features import FeatureDecoder
-from splatlab.scene.cameras import look_at_viewmat
-from splatlab.scene.feature_field import (
+from splatlab.methods.feature3dgs.distill import (
+    FEATURE_DECODER_FILE,
+    FeatureConfig,
+    features_of,
+    make_feature_trainer,
+)
+from splatlab.methods.feature3dgs.field import (
     FeatureField,
     load_feature_field,
     relevance_from_rendered,
 )
+from splatlab.rendering.features import FeatureDecoder
+from splatlab.scene.cameras import look_at_viewmat
 from splatlab.scene.query import relevance_maps, select_by_text
 from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-from splatlab.scene.train import TrainConfig
-from splatlab.scene.train_features import FEATURE_DECODER_FILE, FeatureConfig, make_feature_trainer
+from splatlab.training.trainer import TrainConfig
 
 W, H = 64, 48
 K = np.array([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]])
@@ -135,15 +140,15 @@ def test_trained_field_round_trip_run_dir_and_ply(tmp_path: Path) -> None:
     tr = make_feature_trainer(ds, cfg, fc)
     tr.train()
     names = ds.meta["label_names"]
-    text = tr.teacher.encode_text(names)
+    text = features_of(tr).teacher.encode_text(names)
     lab = names.index("red cube")
     others = torch.cat([text[:lab], text[lab + 1 :]])
-    want = select_by_text(tr.params, tr.decoder, text[lab], 0.0, others, min_opacity=0.1)
+    want = select_by_text(tr.params, features_of(tr).decoder, text[lab], 0.0, others, min_opacity=0.1)
     for src in (tmp_path / "run", tmp_path / "run" / FEATURE_DECODER_FILE):
         field = load_feature_field(src)
         assert field.teacher_kind == "labels" and field.dim == 4 and field.label_names() == names
         assert torch.allclose(field.encode_text(names), text)
-        assert torch.equal(field.decoder.conv.weight, tr.decoder.conv.weight.detach())
+        assert torch.equal(field.decoder.conv.weight, features_of(tr).decoder.conv.weight.detach())
     field = load_feature_field(tmp_path / "run")
     got = field.select_text(tr.params, "red cube", 0.0, min_opacity=0.1)
     assert torch.equal(got, want)

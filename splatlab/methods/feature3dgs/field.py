@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import CheckpointError, DataError
-from ..rendering.features import FeatureDecoder
-from ..rendering.rasterize import rasterize
-from . import query
+from ...errors import CheckpointError, DataError
+from ...rendering.channels import render_channels
+from ...rendering.features import FeatureDecoder
+from ...scene import query
 
 __all__ = [
     "CANONICAL_NEGATIVES",
@@ -117,7 +117,7 @@ class FeatureField:
         """The teacher, built on first use (WeightsNotFoundError if its weights are absent)."""
         if self._teacher is None:
             if self.teacher_kind == "labels":
-                from ..models.label_teacher import LabelEmbeddingTeacher
+                from ...models.label_teacher import LabelEmbeddingTeacher
 
                 m = self.teacher_meta
                 if not m.get("label_names"):
@@ -133,7 +133,7 @@ class FeatureField:
                     seed=int(m.get("seed", 0)),
                 )
             else:
-                from .train_features import FeatureConfig, build_teacher
+                from .config import FeatureConfig, build_teacher
 
                 names = {f for f in FeatureConfig.__dataclass_fields__}
                 cfg = FeatureConfig(
@@ -213,22 +213,15 @@ class FeatureField:
         """Rendered features [H, W, d], expected depth [H, W] and alpha [H, W] of one view."""
         if "features" not in params:
             raise DataError("the scene has no per-Gaussian 'features'; train it with --features")
-        means = params["means"].detach().float()
+        p = {k: params[k].detach().float() for k in ("means", "quats", "scales", "opacities")}
+        n = p["means"].shape[0]
         vm = torch.as_tensor(np.asarray(viewmat), dtype=torch.float32)[None]
         Ks = torch.as_tensor(np.asarray(K), dtype=torch.float32)[None]
-        out, alpha, _ = rasterize(
-            means,
-            params["quats"].detach().float(),
-            torch.exp(params["scales"].detach().float()),
-            torch.sigmoid(params["opacities"].detach().float().reshape(-1)),
-            params["features"].detach().float().reshape(means.shape[0], -1),
-            vm,
-            Ks,
-            int(width),
-            int(height),
-            render_mode="RGB+ED",
+        feats = params["features"].detach().float().reshape(n, -1)
+        out, alpha, _ = render_channels(
+            p, vm, Ks, int(width), int(height), {"features": feats}, depth=True
         )
-        return out[0, ..., :-1], out[0, ..., -1], alpha[0, ..., 0]
+        return out["features"][0], out["depth"][0, ..., 0], alpha[0, ..., 0]
 
     def relevance(self, feat: Tensor, prompts: Sequence[str]) -> Tensor:
         """[P, H, W] cosine of each pixel's decoded feature with each prompt."""
@@ -306,8 +299,8 @@ def load_feature_field(
             checkpoint, PLY with ``feature_decoder.pt`` beside it, or the decoder file itself).
         params: the scene's parameters (default: the loaded scene's).
     """
-    from .checkpoint import LoadedScene, load_scene
-    from .train_features import FEATURE_DECODER_FILE
+    from ...scene.checkpoint import LoadedScene, load_scene
+    from .config import FEATURE_DECODER_FILE
 
     if isinstance(source, (str, Path)):
         p = Path(source)
@@ -348,7 +341,7 @@ def _from_decoder_file(path: Path) -> FeatureField:
 
 def _demo_label_meta(config: dict | None, feature_config: dict) -> dict:
     """Label-teacher settings of runs written before the names were stored: the demo's labels."""
-    from .synthetic import DEMO_ROOT, LABEL_NAMES
+    from ...scene.synthetic import DEMO_ROOT, LABEL_NAMES
 
     if not config or config.get("data") != DEMO_ROOT:
         return {}

@@ -12,9 +12,9 @@ import torch
 from splatlab.errors import CheckpointError
 from splatlab.scene.checkpoint import latest_checkpoint, load_checkpoint
 from splatlab.scene.gaussians import load_ply
-from splatlab.scene.strategies import Default3DGSStrategy, binomials, relocation_torch
 from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-from splatlab.scene.train import TrainConfig, Trainer
+from splatlab.training.strategies import Default3DGSStrategy, binomials, relocation_torch
+from splatlab.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,73 @@ def binomials(n_max: int = 51) -> Tensor:
         for k in range(n + 1):
             b[n, k] = math.comb(n, k)
     return b
+
+
+# ------------------------------------------------------------------------- registered strategies
+
+
+class StrategySpec:
+    """A densification strategy as the trainer uses it (registered in ``splatlab.methods``).
+
+    ``build(cfg, scene_scale)`` returns gsplat's (strategy, state) from the TrainConfig's options;
+    ``post_backward`` calls the strategy after the optimizer step with the arguments it needs;
+    ``regularisers(cfg)`` gives the (opacity, scale) regulariser weights it trains with.
+    """
+
+    kind = "strategy"
+    name = ""
+    description = ""
+    incompatible: tuple[str, ...] = ()
+
+    def build(self, cfg: Any, scene_scale: float) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def post_backward(self, strategy: Any, trainer: Any, step: int, info: dict[str, Any]) -> None:
+        strategy.step_post_backward(
+            trainer.params, trainer.optimizers, trainer.strategy_state, step, info, packed=False
+        )
+
+    def regularisers(self, cfg: Any) -> tuple[float, float]:
+        return cfg.opacity_reg, cfg.scale_reg
+
+
+class Default3DGS(StrategySpec):
+    """3DGS clone / split / prune with opacity resets (options: grow_grad2d, prune_opa, refine_*,
+    reset_every, absgrad)."""
+
+    name = "3dgs"
+    description = "clone / split / prune densification with opacity resets (3DGS)"
+
+    def build(self, cfg: Any, scene_scale: float) -> tuple[Any, dict[str, Any]]:
+        strategy = Default3DGSStrategy(
+            prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
+            refine_start_iter=cfg.refine_start_iter, refine_stop_iter=cfg.refine_stop_iter,
+            refine_every=cfg.refine_every, reset_every=cfg.reset_every, absgrad=cfg.absgrad,
+            verbose=False,
+        )
+        return strategy, strategy.initialize_state(scene_scale=scene_scale)
+
+
+class MCMC(StrategySpec):
+    """3DGS-MCMC: relocation of dead Gaussians and position noise (options: mcmc_cap_max,
+    mcmc_noise_lr, refine_*, prune_opa; opacity and scale regularisers default to 0.01)."""
+
+    name = "mcmc"
+    description = "3DGS-MCMC relocation + noise, capped Gaussian count"
+
+    def build(self, cfg: Any, scene_scale: float) -> tuple[Any, dict[str, Any]]:
+        strategy = MCMC3DGSStrategy(
+            cap_max=cfg.mcmc_cap_max, noise_lr=cfg.mcmc_noise_lr,
+            refine_start_iter=cfg.refine_start_iter, refine_stop_iter=cfg.refine_stop_iter,
+            refine_every=cfg.refine_every, min_opacity=cfg.prune_opa,
+        )
+        return strategy, strategy.initialize_state()
+
+    def post_backward(self, strategy: Any, trainer: Any, step: int, info: dict[str, Any]) -> None:
+        strategy.step_post_backward(
+            trainer.params, trainer.optimizers, trainer.strategy_state, step, info,
+            lr=trainer.schedulers[0].get_last_lr()[0],
+        )
+
+    def regularisers(self, cfg: Any) -> tuple[float, float]:
+        return cfg.opacity_reg or 0.01, cfg.scale_reg or 0.01

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from splatlab.rendering.splats import render_splats
-from splatlab.scene.synthetic import DemoConfig, make_demo_scene
-from splatlab.scene.train import TrainConfig
-from splatlab.scene.train_features import (
+from splatlab.methods.feature3dgs.distill import (
     FEATURE_DECODER_FILE,
     FeatureConfig,
-    FeatureTrainer,
+    features_of,
     load_feature_decoder,
     make_feature_trainer,
     render_rgb_features,
 )
+from splatlab.rendering.splats import render_splats
+from splatlab.scene.synthetic import DemoConfig, make_demo_scene
+from splatlab.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +92,13 @@ def test_short_distillation_learns_the_teacher(tmp_path: Path, demo) -> None:
     tr.train()
     assert len(losses) == 120
     assert np.mean(losses[-15:]) < 0.6 * np.mean(losses[:15])
-    m = tr.evaluate_features()
+    m = features_of(tr).evaluate_features(tr)
     # bounds measured: cos ~0.55, accuracy ~0.85 after 120 steps at 48x36 (untrained: cos ~0)
     assert m["cosine"] > 0.4 and m["accuracy"] > 0.7
     assert m["teacher_miou"] > 0.85
     assert (tmp_path / "run" / "feature_metrics.json").is_file()
     dec = load_feature_decoder(tmp_path / "run" / FEATURE_DECODER_FILE)
-    assert torch.equal(dec.conv.weight, tr.decoder.conv.weight.cpu())
+    assert torch.equal(dec.conv.weight, features_of(tr).decoder.conv.weight.cpu())
     # the per-Gaussian features travel in the scene PLY
     from splatlab.scene.gaussians import load_ply
 
@@ -112,7 +112,7 @@ def test_checkpoint_resume_restores_decoder(tmp_path: Path, demo) -> None:
     tr.train()
     tr2 = make_feature_trainer(demo, cfg(tmp_path, 6, resume=True), fc)
     tr2.resume()
-    assert torch.equal(tr2.decoder.conv.weight, tr.decoder.conv.weight)
+    assert torch.equal(features_of(tr2).decoder.conv.weight, features_of(tr).decoder.conv.weight)
     assert torch.equal(tr2.params["features"], tr.params["features"])
 
 
@@ -138,14 +138,14 @@ def test_real_architecture_teachers_through_cache_and_training(tmp_path: Path, d
     ]
     for k, teacher in enumerate(teachers):
         fc = FeatureConfig(teacher=teacher.name, dim=3, cache_dir=tmp_path / "cache")
-        tr = FeatureTrainer(demo, cfg(tmp_path / f"run{k}", 4), fc, teacher)
-        before = tr.decoder.conv.weight.clone()
+        tr = make_feature_trainer(demo, cfg(tmp_path / f"run{k}", 4), fc, teacher)
+        before = features_of(tr).decoder.conv.weight.clone()
         tr.train()
-        assert tr.decoder.out_dim == teacher.dim
-        assert not torch.equal(before, tr.decoder.conv.weight)  # the decoder was optimised
+        assert features_of(tr).decoder.out_dim == teacher.dim
+        assert not torch.equal(before, features_of(tr).decoder.conv.weight)  # the decoder was optimised
         assert torch.count_nonzero(tr.params["features"]) > 0
-        assert tr.cache.n_computed == 4 or len(list(tr.cache.folder.glob("*.npy"))) >= 1
-        assert tr.cache.folder.parent == tmp_path / "cache"
+        assert features_of(tr).cache.n_computed == 4 or len(list(features_of(tr).cache.folder.glob("*.npy"))) >= 1
+        assert features_of(tr).cache.folder.parent == tmp_path / "cache"
 
 
 @pytest.mark.slow
@@ -159,14 +159,14 @@ def test_distillation_quality_and_text_selection_on_demo(tmp_path: Path) -> None
     fc = FeatureConfig(teacher="labels", dim=8, loss="cosine", lr_features=1e-2, lr_decoder=1e-3)
     tr = make_feature_trainer(ds, c, fc)
     tr.train()
-    m = tr.evaluate_features()
+    m = features_of(tr).evaluate_features(tr)
     assert m["cosine"] > 0.75 and m["miou"] > 0.6
     names = ds.meta["label_names"]
-    text = tr.teacher.encode_text(names)
+    text = features_of(tr).teacher.encode_text(names)
     gt = object_label_at(tr.params["means"].detach().numpy())
     vis = torch.sigmoid(tr.params["opacities"].detach()).numpy() >= 0.1
     lab = names.index("red cube")
     others = torch.cat([text[:lab], text[lab + 1 :]])
-    sel = select_by_text(tr.params, tr.decoder, text[lab], 0.3, others, min_opacity=0.1).numpy()
+    sel = select_by_text(tr.params, features_of(tr).decoder, text[lab], 0.3, others, min_opacity=0.1).numpy()
     tp = (sel & (gt == lab) & vis).sum()
     assert tp / max(sel.sum(), 1) > 0.7 and tp / max(((gt == lab) & vis).sum(), 1) > 0.5

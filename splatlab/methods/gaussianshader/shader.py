@@ -1,17 +1,17 @@
 """``splatlab train --method gaussianshader``: the 3DGS trainer with GaussianShader's shading.
 
-:class:`GaussianShaderTrainer` subclasses :class:`splatlab.scene.train.Trainer` through its hooks:
+:class:`GaussianShaderTrainer` subclasses :class:`splatlab.training.trainer.Trainer` through its hooks:
 
 * ``extra_channels``: the per-Gaussian shading attributes (tint, roughness, normal residual) are
   extras of the ParameterDict, so gsplat's strategies clone/split/prune/relocate them with the
   geometry. ``sh0`` is the diffuse colour and ``shN`` the residual colour (SH bands 1..d, with
   d = ``ShaderConfig.residual_sh_degree``).
 * ``aux_optimizers`` / ``aux_state_dict``: the environment cube map and its Adam state.
-* ``forward``: colour, normal, normal-residual magnitude (and, for the viewer, diffuse /
+* ``channels``: colour, normal, normal-residual magnitude (and, for the viewer, diffuse /
   specular / residual buffers) are shaded per Gaussian and rendered together with the expected
-  depth in ONE ``rasterize(..., render_mode="RGB+ED")`` call; the official code rasterizes 4-5
-  times per step for the same outputs.
-* ``compute_loss``: (1 - l) L1 + l D-SSIM (the base trainer) + GaussianShader's terms with the
+  depth (and any field's channels) in ONE ``render_channels`` call; the official code rasterizes
+  4-5 times per step for the same outputs.
+* ``loss``: added to (1 - l) L1 + l D-SSIM (the trainer): GaussianShader's terms with the
   official defaults (``arguments/__init__.py`` of the authors' code after their fix of issue #2):
   ``lambda_normal = 0.2`` (rendered normal vs normal of the rendered depth, Ref-NeRF's
   predicted-normal loss, weight = eroded alpha), ``lambda_zero_one = 1e-3`` (alpha towards 0/1),
@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,11 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, DataError
-from ..rendering import rasterize
-from ..rendering.shading.brdf import split_sum_lut
-from ..rendering.shading.envmap import EnvironmentMap, sample_cube
-from ..rendering.shading.gaussianshader import (
+from ...errors import CheckpointError, DataError
+from ...rendering.channels import render_channels
+from ...rendering.shading.brdf import split_sum_lut
+from ...rendering.shading.envmap import EnvironmentMap, sample_cube
+from ...rendering.shading.gaussianshader import (
     SHADING_KEYS,
     ShadedGaussians,
     camera_center,
@@ -54,19 +53,19 @@ from ..rendering.shading.gaussianshader import (
     shade_gaussians,
     zero_one_loss,
 )
-from ..utils import atomic_write, atomic_write_bytes
-from .datasets.base import Dataset
-from .gaussians import load_ply, save_ply
-from .train import StepStats, TrainConfig, Trainer
+from ...scene.datasets.base import Dataset
+from ...scene.gaussians import load_ply
+from ...training.extension import Appearance, StoredSceneParts
+from ...training.trainer import TrainConfig, Trainer
+from ...utils import atomic_write, atomic_write_bytes
 
 __all__ = [
     "SHADER_RENDER_MODES",
     "ShaderConfig",
-    "GaussianShaderTrainer",
+    "GaussianShaderAppearance",
     "make_trainer",
     "load_shader_trainer",
     "load_shader_scene",
-    "ShadedRendering",
     "ShadedScene",
     "shaded_scene_from",
     "shading_metrics",
@@ -163,57 +162,172 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-class ShadedRendering:
-    """GaussianShader's rendering, shared by the trainer and by stored scenes (:class:`ShadedScene`).
+class GaussianShaderAppearance(Appearance):
+    """GaussianShader's shading (split-sum GGX with a learnable cube map) as the trainer's
+    appearance, and the renderer of stored GaussianShader scenes (:class:`ShadedScene`).
 
-    Needs ``params`` (with the SHADING_KEYS), ``env`` (EnvironmentMap), ``lut``, ``shader_cfg``
-    and the hooks :meth:`_default_sh_degree`, :meth:`_raster_options` and :meth:`background`.
+    Args:
+        config: the :class:`ShaderConfig`.
+        env: a ready environment map (stored scenes); built in :meth:`attach` when training.
+        env_rotation: params frame -> environment frame (None: the same).
     """
 
-    params: Any
-    env: EnvironmentMap
-    lut: Tensor
-    shader_cfg: ShaderConfig
-    viewer_render_modes: tuple[str, ...] = ("RGB", *SHADER_RENDER_MODES)
-    env_rotation: Tensor | None = None  # params frame -> environment frame (None: the same)
+    name = "gaussianshader"
+    description = "GaussianShader: split-sum GGX shading with a learned environment map"
+    Config = ShaderConfig
+    section = "shader"
+    needs_depth = True
+    render_modes = SHADER_RENDER_MODES
 
-    def _default_sh_degree(self) -> int:
-        raise NotImplementedError
+    def __init__(
+        self,
+        config: ShaderConfig | None = None,
+        env: EnvironmentMap | None = None,
+        env_rotation: Tensor | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.env = env
+        self.env_rotation = env_rotation
+        self.env_optimizer: torch.optim.Optimizer | None = None
+        self.lut = split_sum_lut(self.config.lut_size) if env is not None else None
+        if env is not None:
+            self.lut = self.lut.to(env.base.device)
 
-    def _raster_options(self) -> dict[str, Any]:
-        return {}
+    # -------------------------------------------------------------- training hooks
+    def adjust_train_config(self, cfg: Any) -> Any:
+        return dataclasses.replace(cfg, sh_degree=self.config.residual_sh_degree)
 
-    def background(self) -> Tensor:
-        raise NotImplementedError
+    def extra_channels(self) -> dict[str, int]:
+        return dict(SHADING_KEYS)
 
+    def param_lrs(self) -> dict[str, float]:
+        sc = self.config
+        return {"tint": sc.lr_tint, "roughness": sc.lr_roughness, "normal_res": sc.lr_normal_res}
+
+    def attach(self, trainer: Trainer) -> None:
+        sc = self.config
+        with torch.no_grad():
+            trainer.params["tint"].fill_(_logit(sc.init_tint))
+            trainer.params["roughness"].fill_(_logit(sc.init_roughness))
+        self.env = EnvironmentMap(
+            sc.env_resolution, sc.env_min_resolution, sc.env_init, sc.min_roughness,
+            sc.max_roughness, sc.prefilter_cutoff,
+        ).to(trainer.device)
+        self.env_optimizer = torch.optim.Adam([self.env.base], lr=sc.env_lr, eps=1e-15)
+        self.lut = split_sum_lut(sc.lut_size).to(trainer.device)
+
+    def aux_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.env_optimizer] if self.env_optimizer is not None else []
+
+    def aux_state_dict(self) -> dict[str, Any]:
+        self._project_env()
+        return {
+            "env_base": self.env.base.detach().cpu(),
+            "env_optimizer": self.env_optimizer.state_dict(),
+            "shader_cfg": dataclasses.asdict(self.config),
+        }
+
+    def load_aux_state_dict(self, state: dict[str, Any]) -> None:
+        if "env_base" not in state:
+            raise CheckpointError(
+                "the checkpoint has no environment map: it was not trained with --method gaussianshader"
+            )
+        base = state["env_base"]
+        if tuple(base.shape) != tuple(self.env.base.shape):
+            raise CheckpointError(
+                f"checkpoint environment map is {list(base.shape)} but ShaderConfig asks for "
+                f"{list(self.env.base.shape)}; use env_resolution={base.shape[1]}"
+            )
+        with torch.no_grad():
+            self.env.base.copy_(base.to(self.env.base.device))
+        self.env_optimizer.load_state_dict(state["env_optimizer"])
+
+    def loss(self, trainer: Trainer, step: int, out: dict[str, Any], gt: Tensor) -> Tensor | None:
+        sc = self.config
+        loss = gt.new_zeros(())
+        alpha = out["alpha"][..., 0]
+        weight = erode_alpha(alpha.detach(), sc.alpha_erode_px)
+        if sc.lambda_normal > 0 and sc.normal_reg_from_iter <= step < sc.normal_reg_until_iter:
+            n_ref, valid = normals_from_depth(
+                out["depth"][..., 0].detach(), out["viewmat"], out["K"]
+            )
+            loss = loss + sc.lambda_normal * normal_consistency_loss(
+                out["normal"], n_ref, weight * valid
+            )
+        if sc.lambda_zero_one > 0:
+            loss = loss + sc.lambda_zero_one * zero_one_loss(alpha)
+        if sc.lambda_delta > 0:
+            loss = loss + sc.lambda_delta * delta_normal_loss(out["delta"][..., 0], weight)
+        return loss
+
+    def export(self, trainer: Trainer, ply_path: Path) -> None:
+        """The environment map beside the PLY: ``envmap.pt`` (cube map + conventions),
+        ``envmap.npy`` and ``envmap.png`` (equirectangular, z up). The environment is in the
+        TRAINING (normalised) frame; ``envmap.pt`` stores the dataset transform so a reader can
+        rotate lookups into it."""
+        self.export_environment(Path(ply_path).parent, trainer.dataset.transform)
+
+    def evaluate(self, trainer: Trainer) -> dict[str, Any] | None:
+        ds = trainer.dataset
+        if not all(k in ds.meta for k in ("labels", "normals", "glossy_labels")):
+            return None
+        return shading_metrics(trainer)
+
+    def summary(self, metrics: dict[str, Any]) -> list[str]:
+        return [
+            f"glossy PSNR {metrics['psnr_glossy']:.2f} dB, matte {metrics['psnr_matte']:.2f} dB, "
+            f"normal error {metrics['normal_error_deg']:.1f} deg"
+        ]
+
+    def viewer_parts(self, trainer: Trainer) -> StoredSceneParts:
+        return StoredSceneParts(render_fn=trainer.render, render_modes=("RGB", *SHADER_RENDER_MODES))
+
+    @classmethod
+    def open_stored(cls, loaded: Any, params: Any) -> StoredSceneParts | None:
+        shaded = shaded_scene_from(loaded, params)
+        if shaded is None:
+            return None
+
+        def render_fn(*args: Any, **kwargs: Any) -> Any:
+            return shaded.render(*args, **kwargs)
+
+        return StoredSceneParts(render_fn=render_fn, render_modes=shaded.viewer_render_modes, scene=shaded)
+
+    # -------------------------------------------------------------- rendering
     @torch.no_grad()
     def _project_env(self) -> None:
-        """Clamp the texels to [0, env_max] (the official code clamps after each step; the base
+        """Clamp the texels to [0, env_max] (the official code clamps after each step; the
         trainer has no post-step hook, so this runs before every use and every save)."""
-        self.env.base.clamp_(0.0, self.shader_cfg.env_max)
+        self.env.base.clamp_(0.0, self.config.env_max)
 
-    def shade(self, viewmat: Tensor, sh_degree: int | None = None) -> ShadedGaussians:
+    def shade(self, params: Any, viewmat: Tensor, sh_degree: int) -> ShadedGaussians:
         """Per-Gaussian shading for a camera [4, 4]."""
-        deg = self._default_sh_degree() if sh_degree is None else sh_degree
         return shade_gaussians(
-            self.params,
+            params,
             camera_center(viewmat),
             self.env,
             self.lut,
-            deg,
-            tint_model=self.shader_cfg.tint_model,
+            sh_degree,
+            tint_model=self.config.tint_model,
             env_rotation=self.env_rotation,
         )
 
+    def channels(self, params: Any, viewmat: Tensor, sh_degree: int) -> dict[str, Tensor]:
+        self._project_env()
+        sh = self.shade(params, viewmat, sh_degree)
+        return {"rgb": sh.color, "normal": sh.normal, "delta": sh.normal_res_norm}
+
     def render_buffers(
         self,
+        params: Any,
         viewmat: Tensor,  # [4, 4]
         K: Tensor,  # [3, 3]
         width: int,
         height: int,
-        sh_degree: int | None = None,
-        background: Tensor | None = None,  # [3]
+        sh_degree: int,
+        background: Tensor,  # [3]
         buffers: bool = False,
+        **raster: Any,
     ) -> dict[str, Any]:
         """One rasterization of colour, normal, normal-residual magnitude and expected depth (plus
         diffuse / specular / residual when ``buffers``).
@@ -224,51 +338,30 @@ class ShadedRendering:
         ``residual`` [H, W, 3] (no background).
         """
         self._project_env()
-        p = self.params
-        sh = self.shade(viewmat, sh_degree)
-        chans = [sh.color, sh.normal, sh.normal_res_norm]
+        sh = self.shade(params, viewmat, sh_degree)
+        chans = {"rgb": sh.color, "normal": sh.normal, "delta": sh.normal_res_norm}
         if buffers:
-            chans += [sh.diffuse, sh.specular, sh.residual]
-        colors = torch.cat(chans, dim=-1)  # [N, D]
-        bg = self.background() if background is None else background
-        bgs = torch.zeros(colors.shape[-1], device=colors.device, dtype=colors.dtype)
-        bgs = torch.cat([bg.to(bgs), bgs[3:]])[None]
-        out, alpha, info = rasterize(
-            p["means"],
-            p["quats"],
-            torch.exp(p["scales"]),
-            torch.sigmoid(p["opacities"]),
-            colors,
-            viewmat[None],
-            K[None],
-            width,
-            height,
-            backgrounds=bgs,
-            render_mode="RGB+ED",
-            **self._raster_options(),
+            chans.update(diffuse=sh.diffuse, specular=sh.specular, residual=sh.residual)
+        out, alpha, info = render_channels(
+            params, viewmat[None], K[None], width, height, chans,
+            backgrounds={"rgb": background}, depth=True, **raster,
         )
-        o = out[0]
-        res: dict[str, Any] = {
-            "img": o[..., 0:3],
-            "normal": o[..., 3:6],
-            "delta": o[..., 6:7],
-            "depth": o[..., -1:],
-            "alpha": alpha[0],
-            "info": info,
-        }
-        if buffers:
-            res.update(diffuse=o[..., 7:10], specular=o[..., 10:13], residual=o[..., 13:16])
+        res: dict[str, Any] = {k: v[0] for k, v in out.items()}
+        res["img"] = res.pop("rgb")
+        res.update(alpha=alpha[0], info=info)
         return res
 
     def render(
         self,
+        params: Any,
         viewmat: Tensor,  # [4, 4]
         K: Tensor,  # [3, 3]
         width: int,
         height: int,
-        sh_degree: int | None = None,
-        background: Tensor | None = None,  # [3]
+        sh_degree: int,
+        background: Tensor,  # [3]
         render_mode: str = "RGB",
+        **raster: Any,
     ) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """The base modes (RGB, D, ED, RGB+D, RGB+ED) plus the viewer's shading modes:
         "normals" (world normals mapped to [0, 1]), "diffuse", "specular", "residual" (+0.5),
@@ -280,7 +373,9 @@ class ShadedRendering:
                 f"render_mode must be one of {_BASE_MODES + SHADER_RENDER_MODES}, got {render_mode!r}"
             )
         buffers = render_mode in ("diffuse", "specular", "residual")
-        o = self.render_buffers(viewmat, K, width, height, sh_degree, background, buffers=buffers)
+        o = self.render_buffers(
+            params, viewmat, K, width, height, sh_degree, background, buffers=buffers, **raster
+        )
         alpha, info = o["alpha"], o["info"]
         if render_mode == "RGB":
             img = o["img"]
@@ -320,140 +415,10 @@ class ShadedRendering:
         img = sample_cube(self.env.base, dirs).reshape(height, width, 3)
         return img, torch.ones_like(img[..., :1]), {}
 
-
-class GaussianShaderTrainer(ShadedRendering, Trainer):
-    """Fits a GaussianShader scene (shading attributes + environment map) to a Dataset."""
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        cfg: TrainConfig,
-        shader_cfg: ShaderConfig | None = None,
-        on_step: Callable[[StepStats], None] | None = None,
-        on_event: Callable[[str], None] | None = None,
-    ) -> None:
-        shader_cfg = ShaderConfig() if shader_cfg is None else shader_cfg
-        shader_cfg.validate()
-        self.shader_cfg = shader_cfg
-        cfg = dataclasses.replace(cfg, sh_degree=shader_cfg.residual_sh_degree)
-        super().__init__(dataset, cfg, on_step=on_step, on_event=on_event)
-        sc = shader_cfg
-        with torch.no_grad():
-            self.params["tint"].fill_(_logit(sc.init_tint))
-            self.params["roughness"].fill_(_logit(sc.init_roughness))
-        self.env = EnvironmentMap(
-            sc.env_resolution,
-            sc.env_min_resolution,
-            sc.env_init,
-            sc.min_roughness,
-            sc.max_roughness,
-            sc.prefilter_cutoff,
-        ).to(self.device)
-        self.env_optimizer = torch.optim.Adam([self.env.base], lr=sc.env_lr, eps=1e-15)
-        self.lut = split_sum_lut(sc.lut_size).to(self.device)
-
-    # -------------------------------------------------------------- hooks
-    def extra_channels(self) -> dict[str, int]:
-        return dict(SHADING_KEYS)
-
-    def param_lrs(self) -> dict[str, float]:
-        lrs = super().param_lrs()
-        sc = self.shader_cfg
-        lrs.update(tint=sc.lr_tint, roughness=sc.lr_roughness, normal_res=sc.lr_normal_res)
-        return lrs
-
-    def aux_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.env_optimizer]
-
-    def aux_state_dict(self) -> dict[str, Any]:
-        self._project_env()
-        return {
-            "env_base": self.env.base.detach().cpu(),
-            "env_optimizer": self.env_optimizer.state_dict(),
-            "shader_cfg": dataclasses.asdict(self.shader_cfg),
-        }
-
-    def load_aux_state_dict(self, state: dict[str, Any]) -> None:
-        if "env_base" not in state:
-            raise CheckpointError(
-                f"the checkpoint in {self.run_dir} has no environment map: it was not trained with "
-                "--method gaussianshader"
-            )
-        base = state["env_base"]
-        if tuple(base.shape) != tuple(self.env.base.shape):
-            raise CheckpointError(
-                f"checkpoint environment map is {list(base.shape)} but ShaderConfig asks for "
-                f"{list(self.env.base.shape)}; use env_resolution={base.shape[1]}"
-            )
-        with torch.no_grad():
-            self.env.base.copy_(base.to(self.device))
-        self.env_optimizer.load_state_dict(state["env_optimizer"])
-
-    def config_json(self) -> dict[str, Any]:
-        return {**super().config_json(), "shader": dataclasses.asdict(self.shader_cfg)}
-
-    def _default_sh_degree(self) -> int:
-        return self.cfg.sh_degree
-
-    def _raster_options(self) -> dict[str, Any]:
-        return {
-            "rasterize_mode": "antialiased" if self.cfg.antialiased else "classic",
-            "absgrad": self.cfg.absgrad,
-        }
-
-    def background(self) -> Tensor:
-        return Trainer.background(self)
-
-    def render(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        return ShadedRendering.render(self, *args, **kwargs)
-
-    # -------------------------------------------------------------- training
-    def forward(
-        self,
-        step: int,
-        i: int,
-        vm: Tensor,
-        K: Tensor,
-        w: int,
-        h: int,
-        sh_degree: int,
-        bg: Tensor | None,
-    ) -> dict[str, Any]:
-        out = self.render_buffers(vm, K, w, h, sh_degree=sh_degree, background=bg)
-        out["viewmat"], out["K"] = vm, K
-        return out
-
-    def compute_loss(self, step: int, out: dict[str, Any], gt: Tensor) -> Tensor:
-        sc = self.shader_cfg
-        loss = super().compute_loss(step, out, gt)
-        alpha = out["alpha"][..., 0]
-        weight = erode_alpha(alpha.detach(), sc.alpha_erode_px)
-        if sc.lambda_normal > 0 and sc.normal_reg_from_iter <= step < sc.normal_reg_until_iter:
-            n_ref, valid = normals_from_depth(
-                out["depth"][..., 0].detach(), out["viewmat"], out["K"]
-            )
-            loss = loss + sc.lambda_normal * normal_consistency_loss(
-                out["normal"], n_ref, weight * valid
-            )
-        if sc.lambda_zero_one > 0:
-            loss = loss + sc.lambda_zero_one * zero_one_loss(alpha)
-        if sc.lambda_delta > 0:
-            loss = loss + sc.lambda_delta * delta_normal_loss(out["delta"][..., 0], weight)
-        return loss
-
     # -------------------------------------------------------------- files
-    def export_ply(self, path: Path) -> Path:
-        """INRIA PLY (SH DC = diffuse colour, f_rest = residual bands) with tint / roughness /
-        normal_res as extra properties (pre-activation), plus the environment map beside it:
-        ``envmap.pt`` (cube map + conventions), ``envmap.npy`` and ``envmap.png`` (equirectangular,
-        z up). The environment is in the TRAINING (normalised) frame; ``envmap.pt`` stores the
-        dataset transform so a reader can rotate lookups into it."""
-        path = Path(path)
-        save_ply(path, self.params, transform=self.dataset.transform)
-        self.export_environment(path.parent)
-        return path
-
-    def export_environment(self, folder: Path, height: int = 128) -> dict[str, Path]:
+    def export_environment(
+        self, folder: Path, transform: np.ndarray | None = None, height: int = 128
+    ) -> dict[str, Path]:
         """Write envmap.pt / envmap.npy / envmap.png into ``folder`` (atomically)."""
         import imageio.v3 as iio
 
@@ -464,8 +429,10 @@ class GaussianShaderTrainer(ShadedRendering, Trainer):
         state = {
             "cube": self.env.base.detach().cpu(),
             "cube_layout": "OpenGL faces +x,-x,+y,-y,+z,-z; see splatlab.rendering.shading.envmap",
-            "transform": np.asarray(self.dataset.transform, dtype=np.float64),
-            "shader_cfg": dataclasses.asdict(self.shader_cfg),
+            "transform": torch.as_tensor(
+                np.eye(4) if transform is None else np.asarray(transform), dtype=torch.float64
+            ),
+            "shader_cfg": dataclasses.asdict(self.config),
         }
         with atomic_write(folder / ENVMAP_PT, "wb") as f:
             torch.save(state, f)
@@ -478,47 +445,55 @@ class GaussianShaderTrainer(ShadedRendering, Trainer):
         atomic_write_bytes(folder / ENVMAP_PNG, png)
         return {"pt": folder / ENVMAP_PT, "npy": folder / ENVMAP_NPY, "png": folder / ENVMAP_PNG}
 
-    @torch.no_grad()
-    def export_buffers(self, folder: Path, ids: list[int] | None = None) -> list[Path]:
-        """PNG images of the diffuse, specular, residual (+0.5) and normal ((n + 1) / 2) buffers
-        of the given views (default: test views, else train views), ``<kind>_<view>.png``."""
-        import imageio.v3 as iio
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        ids = ids if ids is not None else (self.dataset.test_ids or self.dataset.train_ids)
-        written = []
-        for i in ids:
-            vm, K, w, h = self.camera(i)
-            for kind in ("diffuse", "specular", "residual", "normals"):
-                img, _, _ = self.render(vm, K, w, h, render_mode=kind)
-                arr = (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-                p = folder / f"{kind}_{i:04d}.png"
-                atomic_write_bytes(p, iio.imwrite("<bytes>", arr, extension=".png"))
-                written.append(p)
-        self.export_environment(folder)
-        return written
+@torch.no_grad()
+def export_buffers(trainer: Trainer, folder: Path, ids: list[int] | None = None) -> list[Path]:
+    """PNG images of the diffuse, specular, residual (+0.5) and normal ((n + 1) / 2) buffers of a
+    GaussianShader trainer's views (default: test views, else train views),
+    ``<kind>_<view>.png``, and the environment map."""
+    import imageio.v3 as iio
+
+    app = _shader_of(trainer)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ids if ids is not None else (trainer.dataset.test_ids or trainer.dataset.train_ids)
+    written = []
+    for i in ids:
+        vm, K, w, h = trainer.camera(i)
+        for kind in ("diffuse", "specular", "residual", "normals"):
+            img, _, _ = trainer.render(vm, K, w, h, render_mode=kind)
+            arr = (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            p = folder / f"{kind}_{i:04d}.png"
+            atomic_write_bytes(p, iio.imwrite("<bytes>", arr, extension=".png"))
+            written.append(p)
+    app.export_environment(folder, trainer.dataset.transform)
+    return written
+
+
+def _shader_of(trainer: Trainer) -> GaussianShaderAppearance:
+    if not isinstance(trainer.appearance, GaussianShaderAppearance):
+        raise CheckpointError(
+            f"{trainer.run_dir} was not trained with --method gaussianshader "
+            f"({trainer.components.describe()})"
+        )
+    return trainer.appearance
 
 
 def make_trainer(
     dataset: Dataset, cfg: TrainConfig, shader_cfg: ShaderConfig | None = None, **kw: Any
-) -> GaussianShaderTrainer:
-    """The trainer of ``--method gaussianshader`` (``kw``: on_step, on_event)."""
-    return GaussianShaderTrainer(dataset, cfg, shader_cfg, **kw)
+) -> Trainer:
+    """A trainer with the GaussianShader appearance (``kw``: on_step, on_event, configs, ...)."""
+    cfg = dataclasses.replace(cfg, appearance=GaussianShaderAppearance.name)
+    configs = {**kw.pop("configs", {}), "shader": shader_cfg or ShaderConfig()}
+    return Trainer(dataset, cfg, configs=configs, **kw)
 
 
-def load_shader_trainer(
-    run_dir: Path, dataset: Dataset | None = None, **overrides: Any
-) -> GaussianShaderTrainer:
-    """A GaussianShaderTrainer restored from a run directory (its config.json, with the "shader"
-    section, and the latest checkpoint)."""
-    from .train import load_trainer
+def load_shader_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any) -> Trainer:
+    """A GaussianShader trainer restored from a run directory (config.json + latest checkpoint)."""
+    from ...training.trainer import load_trainer
 
     trainer = load_trainer(Path(run_dir), dataset, **overrides)
-    if not isinstance(trainer, GaussianShaderTrainer):
-        raise CheckpointError(
-            f"{run_dir} was not trained with --method gaussianshader; open it with `splatlab eval`/`view`"
-        )
+    _shader_of(trainer)
     return trainer
 
 
@@ -540,7 +515,7 @@ def load_shader_scene(
         raise DataError(
             f"{env_path} is missing: a GaussianShader scene keeps its environment map beside the PLY"
         )
-    state = torch.load(env_path, map_location="cpu", weights_only=False)
+    state = _load_envmap(env_path)
     cfg = state.get("shader_cfg", {})
     base = state["cube"]
     env = EnvironmentMap(
@@ -555,11 +530,13 @@ def load_shader_scene(
     return params.to(device), env.to(device)
 
 
-class ShadedScene(ShadedRendering):
+class ShadedScene:
     """A stored GaussianShader scene rendered without its dataset or trainer (the viewer's static
     path): ``ShadedScene(params, env, shader_cfg).render(viewmat, K, w, h, render_mode=...)`` with
-    the modes of :meth:`ShadedRendering.render` (RGB, depth modes, normals, diffuse, specular,
-    residual, environment)."""
+    the modes of :meth:`GaussianShaderAppearance.render` (RGB, depth modes, normals, diffuse,
+    specular, residual, environment)."""
+
+    viewer_render_modes: tuple[str, ...] = ("RGB", *SHADER_RENDER_MODES)
 
     def __init__(
         self,
@@ -573,22 +550,31 @@ class ShadedScene(ShadedRendering):
         if missing:
             raise DataError(f"the scene lacks the GaussianShader attributes {missing}")
         self.params = params
+        self.appearance = GaussianShaderAppearance(shader_cfg, env=env, env_rotation=env_rotation)
+        self.shader_cfg = self.appearance.config
         self.env = env
-        self.shader_cfg = ShaderConfig() if shader_cfg is None else shader_cfg
-        device = params["means"].device
-        self.lut = split_sum_lut(self.shader_cfg.lut_size).to(device)
-        self._bg = torch.tensor(background, dtype=torch.float32, device=device)
-        self.env_rotation = env_rotation
-
-    def _default_sh_degree(self) -> int:
-        return self.shader_cfg.residual_sh_degree
-
-    def background(self) -> Tensor:
-        return self._bg
+        self._bg = torch.tensor(background, dtype=torch.float32, device=params["means"].device)
 
     @torch.no_grad()
-    def render(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        return super().render(*args, **kwargs)
+    def render(
+        self,
+        viewmat: Tensor,
+        K: Tensor,
+        width: int,
+        height: int,
+        sh_degree: int | None = None,
+        background: Tensor | None = None,
+        render_mode: str = "RGB",
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        deg = self.shader_cfg.residual_sh_degree if sh_degree is None else sh_degree
+        bg = self._bg if background is None else background
+        return self.appearance.render(self.params, viewmat, K, width, height, deg, bg, render_mode)
+
+    @torch.no_grad()
+    def render_buffers(self, viewmat: Tensor, K: Tensor, width: int, height: int, buffers: bool = False) -> dict[str, Any]:
+        return self.appearance.render_buffers(
+            self.params, viewmat, K, width, height, self.shader_cfg.residual_sh_degree, self._bg, buffers
+        )
 
 
 def shaded_scene_from(loaded: Any, params: Any | None = None) -> ShadedScene | None:
@@ -610,7 +596,7 @@ def shaded_scene_from(loaded: Any, params: Any | None = None) -> ShadedScene | N
                 f"{loaded.source} has GaussianShader attributes but no environment map: put the "
                 f"run's {ENVMAP_PT} beside it (written by `splatlab train --method gaussianshader`)"
             )
-        state = torch.load(env_path, map_location="cpu", weights_only=False)
+        state = _load_envmap(env_path)
         cfg = _shader_config_from(state.get("shader_cfg") or {})
         base = state["cube"].float()
         # the PLY is in original coordinates, the environment in the training frame
@@ -630,6 +616,23 @@ def shaded_scene_from(loaded: Any, params: Any | None = None) -> ShadedScene | N
     return ShadedScene(params, env.to(params["means"].device), cfg, env_rotation=rotation)
 
 
+def _load_envmap(path: Path) -> dict[str, Any]:
+    """``envmap.pt`` read with ``weights_only=True`` (tensors, numbers, strings: no code runs
+    from a scene file). Files written before the transform was stored as a tensor are refused."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise DataError(
+            f"{path} is not a plain-tensor environment map (it may hold code, or come from an "
+            "older splatlab); re-export the scene with `splatlab export RUN` to rewrite it"
+        ) from e
+    if not isinstance(state, dict) or "cube" not in state:
+        raise DataError(f"{path} has no 'cube' entry: not an environment map written by splatlab")
+    return state
+
+
 def _shader_config_from(values: dict[str, Any]) -> ShaderConfig:
     names = {f.name for f in dataclasses.fields(ShaderConfig)}
     return ShaderConfig(**{k: v for k, v in values.items() if k in names})
@@ -642,7 +645,7 @@ def shading_metrics(trainer: Trainer, ids: list[int] | None = None) -> dict[str,
     * ``psnr_glossy`` / ``psnr_matte``: PSNR over the pixels (pooled over views) whose label is
       a glossy object (``meta["glossy_labels"]``) / any other object;
     * ``normal_error_deg``: mean angle between rendered normals and ``meta["normals"]`` on object
-      pixels with alpha > 0.5 (a GaussianShaderTrainer's shading normals);
+      pixels with alpha > 0.5 (a GaussianShader trainer's shading normals);
     * ``depth_normal_error_deg``: the same for the normals of the rendered expected depth (any
       trainer, so plain 3DGS is comparable).
     """
@@ -663,8 +666,11 @@ def shading_metrics(trainer: Trainer, ids: list[int] | None = None) -> dict[str,
         n_gt = torch.as_tensor(
             np.asarray(meta["normals"][i]), device=trainer.device, dtype=torch.float32
         )
-        if isinstance(trainer, GaussianShaderTrainer):
-            o = trainer.render_buffers(vm, K, w, h)
+        if isinstance(trainer.appearance, GaussianShaderAppearance):
+            o = trainer.appearance.render_buffers(
+                trainer.params, vm, K, w, h, trainer.cfg.sh_degree, trainer.background(),
+                **trainer.raster_options(),
+            )
             img, depth, alpha = o["img"], o["depth"][..., 0], o["alpha"][..., 0]
             n = torch.nn.functional.normalize(o["normal"], dim=-1)
         else:

@@ -23,10 +23,20 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from .. import __version__
-from ..errors import SplatlabError
+from ..errors import DataError, SplatlabError
 from ..training import registry
 from ..training.trainer import TrainConfig
 from .viewer.server import ViewerConfig
+
+INTERRUPTED = 130  # the shell's exit status of a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def print_error(e: BaseException) -> None:
+    """One line: ``error: <message>`` (no wrapping, no markup taken from the message)."""
+    from rich.text import Text
+
+    msg = " ".join(str(e).split()) or type(e).__name__
+    _console().print(Text.assemble(("error:", "red"), " ", msg), soft_wrap=True)
 
 
 def _console():  # noqa: ANN202 - rich is imported lazily to keep --help fast
@@ -101,10 +111,13 @@ def _report(console: Any, result: Any, metrics: dict[str, Any] | None) -> None:
         if metrics.get("lpips_note"):
             console.print(f"[yellow]LPIPS not computed: {metrics['lpips_note']}")
     console.print(f"run directory: {run}")
-    console.print(f"  scene (INRIA PLY): {run / 'scene.ply'}")
-    console.print(f"  metrics:           {run / 'metrics.json'}")
-    console.print(f"  test renders:      {run / 'renders'}")
+    for label, path in (("scene (INRIA PLY)", run / "scene.ply"), ("metrics", run / "metrics.json"),
+                        ("test renders", run / "renders")):
+        if path.exists():  # an interrupted or --no-evaluate run has not written them all
+            console.print(f"  {label + ':':19s}{path}")
     console.print(f"  view it:           splatlab view {run}")
+    if result.interrupted:
+        console.print(f"[yellow]interrupted at step {result.steps}: continue with `splatlab train ... --resume --out {run}`")
 
 
 @dataclass
@@ -112,26 +125,25 @@ class Demo:
     """Train on the embedded procedural demo scene (48 views, 160x120) and evaluate it."""
 
     out: Path = Path("runs/demo")
-    """Run directory (replaced if it exists and --overwrite is given)."""
+    """Run directory: absent or empty, or a previous run (replaced with --overwrite, the default);
+    a folder that is not a splatlab run is refused, never deleted."""
     steps: int = 1500
     """Training steps (about 2 minutes on 2 CPU cores)."""
     method: str = "3dgs"
     """Training method: a registered strategy (3dgs, mcmc) or appearance (gaussianshader)."""
     overwrite: bool = True
-    """Start afresh in ``out`` even if a previous demo run is there."""
+    """Replace a previous run in ``out`` (only the files a run writes are removed)."""
     view: bool = False
     """Open the browser viewer on the result when training is done."""
     port: int = 8080
     """Viewer port (with --view)."""
 
-    def run(self) -> None:
-        import shutil
-
+    def run(self) -> int:
         from ..scene.synthetic import make_demo_scene
+        from .outputs import prepare_run_dir
 
         console = _console()
-        if self.out.exists() and self.overwrite:
-            shutil.rmtree(self.out)
+        prepare_run_dir(self.out, self.overwrite)
         console.print("making the demo scene (procedural, ray traced)...")
         dataset = make_demo_scene()
         cfg = demo_train_config(self.out, self.steps)
@@ -139,6 +151,9 @@ class Demo:
         registry.resolve(cfg)
         trainer = _make_trainer(dataset, cfg)
         result = _progress_trainer(trainer, cfg.steps, console)
+        if result.interrupted:
+            _report(console, result, None)
+            return INTERRUPTED
         metrics = trainer.evaluate()
         _report(console, result, metrics)
         if self.view:
@@ -189,7 +204,7 @@ class _TrainCommand:
         registry.resolve(cfg)
         return cfg, configs
 
-    def run(self) -> None:
+    def run(self) -> int:
         console = _console()
         cfg, configs = self.resolved_config()
         dataset = _load_data(self.data, cfg, console)
@@ -205,6 +220,7 @@ class _TrainCommand:
         _report(console, result, metrics)
         if metrics is not None:
             _report_extensions(console, trainer)
+        return INTERRUPTED if result.interrupted else 0
 
 
 def _train_command() -> type:
@@ -331,16 +347,26 @@ class Export:
     format: Literal["ply", "splat"] = "ply"
     """Output format."""
     out: Path | None = None
-    """Output file (default: RUN/scene.<format>)."""
+    """Output file (default: RUN/scene.<format> for a run, else <input stem>.<format> beside it)."""
+    overwrite: bool = False
+    """Replace an existing output file that this command did not write."""
 
     def run(self) -> None:
         import numpy as np
 
         from ..scene.checkpoint import load_scene
         from ..scene.gaussians import save_ply, save_splat
+        from .outputs import is_run_dir, output_file
 
         loaded = load_scene(self.scene)
-        out = self.out or ((self.scene if self.scene.is_dir() else self.scene.parent) / f"scene.{self.format}")
+        if self.out is not None:
+            out = output_file(self.out, self.overwrite)
+        elif self.scene.is_dir() and is_run_dir(self.scene):  # the run's own export
+            out = output_file(self.scene / f"scene.{self.format}", self.overwrite, owned=True)
+        else:
+            out = output_file(self.scene.with_suffix(f".{self.format}"), self.overwrite)
+            if out.resolve() == self.scene.resolve():
+                raise DataError(f"{self.scene} is already a .{self.format} file; pass --out NEW_FILE")
         transform = None if np.allclose(loaded.transform, np.eye(4)) else loaded.transform
         (save_ply if self.format == "ply" else save_splat)(out, loaded.params, transform=transform)
         _console().print(f"[green]wrote {out} ({len(loaded.params['means']):,} Gaussians, original coordinates)")
@@ -446,14 +472,14 @@ def main(argv: list[str] | None = None) -> int:
         description=f"splatlab {__version__}: train, view, query and analyse 3D Gaussian Splatting scenes.",
     )
     try:
-        cmd.run()
-    except SplatlabError as e:
-        _console().print(f"[red]error:[/red] {e}")
+        rc = cmd.run()
+    except KeyboardInterrupt:
+        _console().print("[yellow]interrupted")
+        return INTERRUPTED
+    except (SplatlabError, ValueError) as e:  # ValueError: bad arguments found by library code
+        print_error(e)
         return 2
-    except ValueError as e:  # bad arguments found by library code
-        _console().print(f"[red]error:[/red] {e}")
-        return 2
-    return 0
+    return int(rc or 0)
 
 
 def entrypoint() -> None:

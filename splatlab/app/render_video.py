@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..rendering.splats import render_splats
+from ..rendering.splats import render_splats, splat_sh_degree
 from ..scene.camera_path import read_camera_path
 from ..scene.checkpoint import load_scene
 
@@ -33,6 +33,10 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray | None = None, near: flo
     img = cv2.applyColorMap(((1.0 - t) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
     img = np.where(valid[..., None], img, 0)
     return np.ascontiguousarray(img)
+
+
+MIN_VIDEO_SIDE = 16
+"""Smallest side of an mp4 this command writes (libx264's smallest macroblock is 16 pixels)."""
 
 
 @torch.no_grad()
@@ -58,11 +62,21 @@ def render_camera_path(
     if n == 0:
         raise DataError(f"{camera_path} has no frames in 'camera_path'; add keyframes and export again")
     params = loaded.params
+    try:
+        splat_sh_degree(params)
+    except ValueError as e:
+        raise DataError(f"{loaded.source}: {e}") from e
     bg = torch.tensor([background], dtype=torch.float32)
     frames_dir = None if out.suffix.lower() == ".mp4" else out
     writer = None
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if frames_dir is None:
+        if min(path.width, path.height) < MIN_VIDEO_SIDE:
+            raise DataError(
+                f"{camera_path}: render size {path.width}x{path.height} is too small for an H.264 mp4 "
+                f"(both sides >= {MIN_VIDEO_SIDE}); raise render_width/render_height or render PNG frames "
+                "(--out FOLDER)"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         writer = iio2.get_writer(tmp, fps=path.fps, codec="libx264", quality=8, macro_block_size=1)
     else:
@@ -78,6 +92,10 @@ def render_camera_path(
             else:
                 frame = colorize_depth(img[0, ..., 0].numpy(), alpha[0, ..., 0].numpy())
             if writer is not None:
+                # H.264 in yuv420p needs even sides: odd ones get their last row / column repeated
+                ph, pw = frame.shape[0] % 2, frame.shape[1] % 2
+                if ph or pw:
+                    frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)), mode="edge")
                 writer.append_data(frame)
             else:
                 iio.imwrite(frames_dir / f"{i:05d}.png", frame)
@@ -89,6 +107,13 @@ def render_camera_path(
             tmp.unlink(missing_ok=True)
         raise
     if writer is not None:
-        writer.close()
+        try:
+            writer.close()
+        except (OSError, RuntimeError) as e:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"the video encoder failed on {out} ({e}); try PNG frames (--out FOLDER)") from e
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"the video encoder wrote nothing for {out}; try PNG frames (--out FOLDER)")
         os.replace(tmp, out)
     return out

@@ -60,20 +60,67 @@ def find_weights(
     )
 
 
+class _Opaque(dict):
+    """Stands in for a non-tensor object of a checkpoint (a Lightning hyper-parameter object, a
+    Namespace): it takes any arguments and state and runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self["_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self["_state"] = state
+
+
+def _restricted_pickle_module() -> Any:
+    """A pickle module whose Unpickler resolves only the globals that torch's weights-only loader
+    allows; every other global becomes :class:`_Opaque` (never imported, never called)."""
+    import pickle
+    import types
+
+    from torch import _weights_only_unpickler as wou
+
+    allowed = wou._get_allowed_globals()
+    stubbed: list[str] = []
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            key = f"{module}.{name}"
+            if key in allowed:
+                return allowed[key]
+            stubbed.append(key)
+            return _Opaque
+
+    mod = types.SimpleNamespace(**{k: getattr(pickle, k) for k in ("load", "loads", "dump", "dumps", "Pickler")})
+    mod.Unpickler = Unpickler
+    mod.load = lambda f, **kw: Unpickler(f, **kw).load()
+    mod.__name__ = "splatlab_restricted_pickle"
+    mod.stubbed = stubbed
+    return mod
+
+
 def load_state_dict_file(path: Path, what: str) -> dict[str, Any]:
-    """torch.load a checkpoint on CPU. Tries the safe ``weights_only`` loader first; files that need
-    full unpickling (PyTorch Lightning checkpoints with hyper-parameter objects) are loaded with
-    ``weights_only=False``, so only load files from a source you trust."""
+    """torch.load a checkpoint on CPU without ever running code from it.
+
+    The weights-only loader first; a file that also pickles other objects (PyTorch Lightning
+    checkpoints with hyper-parameter objects) is read with an unpickler that resolves only the
+    globals torch's weights-only loader allows and replaces every other object by an inert
+    placeholder, so tensors load and nothing from the file is imported or called."""
+    import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as e:  # UnpicklingError for Lightning objects; anything else is re-raised below
-        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
-            raise CheckpointError(
-                f"{what}: {path} is not a readable PyTorch checkpoint ({e})"
-            ) from e
-        logger.warning(
-            "%s: %s needs full unpickling (weights_only=False); trust its source", what, path
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError:
+        pass
+    except Exception as e:
+        raise CheckpointError(f"{what}: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    mod = _restricted_pickle_module()
+    try:
+        out = torch.load(path, map_location="cpu", weights_only=False, pickle_module=mod)
+    except Exception as e:
+        raise CheckpointError(f"{what}: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if mod.stubbed:
+        logger.info("%s: %s: ignored non-tensor objects %s", what, path, sorted(set(mod.stubbed)))
+    if not isinstance(out, dict):
+        raise CheckpointError(f"{what}: {path} does not hold a state dict (got {type(out).__name__})")
+    return out

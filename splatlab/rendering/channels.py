@@ -42,8 +42,13 @@ def splat_sh_degree(params: Mapping[str, Tensor]) -> int:
     """SH degree stored in ``params`` (from the number of coefficients in sh0 + shN)."""
     k = 1 + (params["shN"].shape[1] if "shN" in params else 0)
     deg = int(round(k**0.5)) - 1
-    if (deg + 1) ** 2 != k or deg > MAX_SH_DEGREE:
-        raise ValueError(f"sh0/shN hold {k} coefficients, not a square number <= 16")
+    if (deg + 1) ** 2 != k:
+        raise ValueError(f"sh0/shN hold {k} coefficients, not a square number (1, 4, 9, 16)")
+    if deg > MAX_SH_DEGREE:
+        raise ValueError(
+            f"the scene has SH degree {deg}; splatlab renders SH degree 0..{MAX_SH_DEGREE} "
+            "(convert it with `splatlab export` to a lower degree or render it with gsplat on CUDA)"
+        )
     return deg
 
 

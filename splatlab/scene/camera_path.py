@@ -28,6 +28,7 @@ Only perspective paths are supported (fisheye/equirectangular raise DataError).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -134,6 +135,15 @@ def _fail(path: Path, msg: str) -> DataError:
     return DataError(f"camera path {path}: {msg}")
 
 
+def _number(path: Path, value: Any, what: str, kind: type) -> Any:
+    """``kind(value)`` for a JSON number (not a bool, string, list or null), else a DataError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise _fail(path, f"{what} must be a number, got {json.dumps(value)[:40]}")
+    if kind is int and float(value) != int(value):
+        raise _fail(path, f"{what} must be a whole number, got {value}")
+    return kind(value)
+
+
 def read_camera_path(path: str | os.PathLike) -> CameraPath:
     """Read a nerfstudio ``camera_path.json`` into viewmats + Ks (see the module docstring)."""
     import json
@@ -153,7 +163,8 @@ def read_camera_path(path: str | os.PathLike) -> CameraPath:
     camera_type = str(data.get("camera_type", "perspective")).lower()
     if camera_type != "perspective":
         raise _fail(path, f"camera_type {camera_type!r} is not supported; only 'perspective' is")
-    width, height = int(data["render_width"]), int(data["render_height"])
+    width = _number(path, data["render_width"], "render_width", int)
+    height = _number(path, data["render_height"], "render_height", int)
     if width <= 0 or height <= 0:
         raise _fail(path, f"render size {width}x{height} must be positive")
     frames = data["camera_path"]
@@ -164,7 +175,10 @@ def read_camera_path(path: str | os.PathLike) -> CameraPath:
     for i, cam in enumerate(frames):
         if not isinstance(cam, dict) or "camera_to_world" not in cam or "fov" not in cam:
             raise _fail(path, f"frame {i} needs 'camera_to_world' and 'fov'")
-        m = np.asarray(cam["camera_to_world"], dtype=np.float64)
+        try:
+            m = np.asarray(cam["camera_to_world"], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise _fail(path, f"frame {i}: camera_to_world must be 16 numbers ({e})") from e
         if m.size != 16:
             raise _fail(
                 path,
@@ -173,11 +187,11 @@ def read_camera_path(path: str | os.PathLike) -> CameraPath:
         m = m.reshape(4, 4)
         if not np.isfinite(m).all() or abs(np.linalg.det(m[:3, :3])) < 1e-12:
             raise _fail(path, f"frame {i}: camera_to_world is not a finite invertible pose")
-        fov = float(cam["fov"])
+        fov = _number(path, cam["fov"], f"frame {i}: fov", float)
         if not 0.0 < fov < 180.0:
             raise _fail(path, f"frame {i}: fov {fov} is not in (0, 180) degrees")
         aspect = cam.get("aspect")
-        if aspect is not None and abs(float(aspect) - width / height) > 1e-3 * width / height:
+        if aspect is not None and abs(_number(path, aspect, f"frame {i}: aspect", float) - width / height) > 1e-3 * width / height:
             logger.warning(
                 "%s frame %d: aspect %.4f differs from render size %dx%d; the render size wins (as in nerfstudio)",
                 path,
@@ -195,8 +209,8 @@ def read_camera_path(path: str | os.PathLike) -> CameraPath:
         Ks=intrinsics_from_fov(np.asarray(fovs), width, height),
         width=width,
         height=height,
-        fps=float(data.get("fps", 30.0)),
-        seconds=float(data["seconds"]) if data.get("seconds") is not None else None,
+        fps=_number(path, data.get("fps", 30.0), "fps", float),
+        seconds=_number(path, data["seconds"], "seconds", float) if data.get("seconds") is not None else None,
         camera_type=camera_type,
         times=np.asarray(times, dtype=np.float64) if all(t is not None for t in times) else None,
         keyframes=list(data.get("keyframes", [])),

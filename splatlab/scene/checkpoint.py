@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,6 +167,9 @@ def save_checkpoint(
     path = checkpoint_path(run_dir, step)
     with atomic_write(path, "wb") as f:
         torch.save(payload, f)
+    # temp files of writes that were killed before their rename (this one is complete)
+    for stale in path.parent.glob(".step_*.pt.*.tmp"):
+        stale.unlink(missing_ok=True)
     if keep_last:
         ckpts = list_checkpoints(run_dir)
         keep = {p for _, p in ckpts[-int(keep_last) :]} | {path}
@@ -182,6 +186,19 @@ def _previous_checkpoint(path: Path) -> Path | None:
     step = int(m.group(1))
     older = [p for s, p in list_checkpoints(path.parent.parent) if s < step]
     return older[-1] if older else None
+
+
+def _unreadable(path: Path, e: BaseException) -> str:
+    prev = _previous_checkpoint(path)
+    hint = (
+        f"load the previous checkpoint {prev} instead (or delete {path.name})"
+        if prev is not None
+        else "no earlier checkpoint exists in that run; retrain or restore the file"
+    )
+    return (
+        f"checkpoint {path} is unreadable, probably truncated or corrupt "
+        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {hint}"
+    )
 
 
 def load_checkpoint(
@@ -205,17 +222,17 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # zip/pickle/EOF errors of a truncated or foreign file
-        prev = _previous_checkpoint(path)
-        hint = (
-            f"load the previous checkpoint {prev} instead (or delete {path.name})"
-            if prev is not None
-            else "no earlier checkpoint exists in that run; retrain or restore the file"
-        )
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # garbage or a truncated legacy file, not a refused object
+            raise CheckpointError(_unreadable(path, e)) from e
+        # objects other than tensors: possibly code, never run
         raise CheckpointError(
-            f"checkpoint {path} is unreadable, probably truncated or corrupt "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {hint}"
+            f"checkpoint {path} was refused: it holds pickled objects other than tensors and plain "
+            "data (it may carry code), which splatlab never unpickles; use a checkpoint written by "
+            "`splatlab train`"
         ) from e
+    except Exception as e:  # zip/EOF errors of a truncated or foreign file
+        raise CheckpointError(_unreadable(path, e)) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT or "params" not in ckpt:
         raise CheckpointError(f"{path} is not a splatlab checkpoint (no 'format'/'params' entries)")
     if int(ckpt.get("version", 0)) > _VERSION:

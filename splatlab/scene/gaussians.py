@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 REQUIRED_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
-_MAX_SH_DEGREE = 4  # what gsplat's rasterizer evaluates
+_MAX_SH_DEGREE = 4  # what gsplat's rasterizer evaluates (files up to degree 4 are read and written)
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +394,22 @@ def _inria_names(k_rest: int) -> list[str]:
     return names
 
 
+MAX_ABS_LOG_SCALE = 50.0
+"""|log scale| beyond this (e^50 ~ 5e21 scene units) is no Gaussian a trainer produces."""
+
+
+def check_log_scales(scales: np.ndarray | Tensor, where: str) -> None:
+    """Refuse log-scales that are finite but absurd (they overflow to inf once exponentiated)."""
+    arr = scales.detach().cpu().numpy() if isinstance(scales, Tensor) else np.asarray(scales)
+    bad = np.flatnonzero(np.abs(arr.reshape(len(arr), -1)).max(axis=1) > MAX_ABS_LOG_SCALE) if len(arr) else []
+    if len(bad):
+        raise DataError(
+            f"{where}: log-scale {float(np.abs(arr[bad[0]]).max()):.3g} at row {int(bad[0])} is beyond "
+            f"+-{MAX_ABS_LOG_SCALE:g} ({len(bad)} such Gaussians); the file is corrupt or not in the "
+            "INRIA layout (scale_* must be log-scales)"
+        )
+
+
 def _finite_mask(params: Mapping[str, Tensor], n: int) -> tuple[np.ndarray, str | None]:
     """Rows whose values are all finite, and the first key that has a non-finite value."""
     ok = np.ones(n, dtype=bool)
@@ -414,6 +430,8 @@ def _prepare_export(
     rotate_colors: bool = True,
 ) -> dict[str, Tensor]:
     n = _validate(params)
+    if n == 0:
+        raise DataError(f"cannot write {path}: the scene holds 0 Gaussians")
     ok, bad_key = _finite_mask(params, n)
     if bad_key is not None:
         if not drop_invalid:
@@ -538,6 +556,8 @@ def load_ply(
     path = Path(path)
     cols, comments = _read_vertex_columns(path)
     n = len(next(iter(cols.values()))) if cols else 0
+    if n == 0:
+        raise DataError(f"{path} holds 0 Gaussians (an empty vertex element); nothing to load")
 
     def take(name: str) -> np.ndarray:
         if name not in cols:
@@ -579,6 +599,7 @@ def load_ply(
     shN = block([f"f_rest_{i}" for i in range(n_rest)]).reshape(n, 3, k_rest).transpose(0, 2, 1)
     opacities = take("opacity")
     scales = block(["scale_0", "scale_1", "scale_2"])
+    check_log_scales(scales, str(path))
     quats = block(["rot_0", "rot_1", "rot_2", "rot_3"])
     zero_q = np.flatnonzero(~(np.abs(quats) > 0).any(axis=1))
     if zero_q.size:

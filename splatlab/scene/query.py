@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DataError
+from ..rendering.channels import render_channels
 from ..rendering.features import FeatureDecoder
-from ..rendering.rasterize import rasterize
 from .gaussians import save_ply
 
 
@@ -108,19 +108,13 @@ def mask_contributions(
     """
     if tuple(mask.shape) != (height, width):
         raise ValueError(f"mask must be [H, W] = [{height}, {width}], got {list(mask.shape)}")
-    means = params["means"].detach()
+    p = {k: params[k].detach() for k in ("means", "quats", "scales", "opacities")}
+    means = p["means"]
     ones = torch.ones(means.shape[0], 2, device=means.device, dtype=means.dtype, requires_grad=True)
-    out, _, _ = rasterize(
-        means,
-        params["quats"].detach(),
-        torch.exp(params["scales"].detach()),
-        torch.sigmoid(params["opacities"].detach()),
-        ones,
-        viewmat[None].to(means),
-        K[None].to(means),
-        width,
-        height,
+    rendered, _, _ = render_channels(
+        p, viewmat[None].to(means), K[None].to(means), width, height, {"ones": ones}
     )
+    out = rendered["ones"]
     m = mask.to(out.device, out.dtype)
     (out[0, ..., 0] * m).sum().add(out[0, ..., 1].sum()).backward()
     g = ones.grad

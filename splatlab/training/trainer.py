@@ -18,7 +18,6 @@ Library code does not print: progress reaches the caller through ``on_step`` / `
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -682,8 +681,16 @@ def load_trainer(run_dir: Path, dataset: Dataset | None = None, **overrides: Any
     cfg_path = Path(run_dir) / ckpt.CONFIG_JSON
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no {ckpt.CONFIG_JSON}); train one with `splatlab train`")
-    stored = json.loads(cfg_path.read_text())
-    cfg, configs = stored_train_config(stored, Path(run_dir), **overrides)
+    stored = ckpt.load_json(cfg_path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("train"), dict) or "data" not in stored:
+        raise CheckpointError(
+            f"{cfg_path} has no 'train' / 'data' sections: it was not written by `splatlab train`; "
+            "restore it from the run or retrain"
+        )
+    try:
+        cfg, configs = stored_train_config(stored, Path(run_dir), **overrides)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: invalid options ({e}); restore it from the run or retrain") from e
     cfg.resume = True
     if dataset is None:
         from ..scene.datasets import load_dataset

@@ -88,14 +88,25 @@ def _get(frame: dict, meta: dict, key: str, default: Any = None) -> Any:
     return meta.get(key, default)
 
 
+def _num(frame: dict, meta: dict, key: str, where: str, default: Any = None) -> Any:
+    """A numeric entry (frame first, then the top level) as float; DataError naming the file and
+    the key for a string, list or other non-number."""
+    v = _get(frame, meta, key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise DataError(f"{where}: {key!r} must be a number, got {str(v)[:40]!r}")
+    return float(v)
+
+
 def _distortion_of(
     frame: dict, meta: dict, fx: float, fy: float, cx: float, cy: float, where: str
 ) -> Distortion | None:
     model = str(_get(frame, meta, "camera_model", "OPENCV")).upper()
     if _get(frame, meta, "is_fisheye", False):
         model = "OPENCV_FISHEYE"
-    k = [float(_get(frame, meta, f"k{i}", 0.0)) for i in (1, 2, 3, 4)]
-    p = [float(_get(frame, meta, f"p{i}", 0.0)) for i in (1, 2)]
+    k = [_num(frame, meta, f"k{i}", where, 0.0) for i in (1, 2, 3, 4)]
+    p = [_num(frame, meta, f"p{i}", where, 0.0) for i in (1, 2)]
     if model in ("PINHOLE", "SIMPLE_PINHOLE"):
         return None
     if model == "OPENCV":
@@ -199,21 +210,21 @@ def load_nerfstudio(
     pinholes: list[tuple[np.ndarray, int, int]] = []
     for e in entries:
         fr, where = e["frame"], e["where"]
-        w, h = _get(fr, meta, "w"), _get(fr, meta, "h")
+        w, h = _num(fr, meta, "w", where), _num(fr, meta, "h", where)
         if w is None or h is None:
             w, h = image_size(e["src"])
         w, h = int(round(float(w))), int(round(float(h)))
-        fx, fy = _get(fr, meta, "fl_x"), _get(fr, meta, "fl_y")
+        fx, fy = _num(fr, meta, "fl_x", where), _num(fr, meta, "fl_y", where)
         if fx is None and _get(fr, meta, "camera_angle_x") is not None:
-            fx = 0.5 * w / math.tan(0.5 * float(_get(fr, meta, "camera_angle_x")))
+            fx = 0.5 * w / math.tan(0.5 * _num(fr, meta, "camera_angle_x", where))
         if fy is None and _get(fr, meta, "camera_angle_y") is not None:
-            fy = 0.5 * h / math.tan(0.5 * float(_get(fr, meta, "camera_angle_y")))
+            fy = 0.5 * h / math.tan(0.5 * _num(fr, meta, "camera_angle_y", where))
         if fx is None and fy is None:
             raise DataError(f"{where}: no focal length (fl_x/fl_y or camera_angle_x)")
         fx = float(fx if fx is not None else fy)
         fy = float(fy if fy is not None else fx)
-        cx = float(_get(fr, meta, "cx", w / 2.0))
-        cy = float(_get(fr, meta, "cy", h / 2.0))
+        cx = _num(fr, meta, "cx", where, w / 2.0)
+        cy = _num(fr, meta, "cy", where, h / 2.0)
         if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
             raise DataError(f"{where}: invalid intrinsics fl_x={fx} fl_y={fy} cx={cx} cy={cy}")
         distortions.append(_distortion_of(fr, meta, fx, fy, cx, cy, where))

@@ -55,16 +55,26 @@ def _progress_trainer(trainer: Any, total: int, console: Any) -> Any:
 
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"), console=console,
+        TextColumn("{task.fields[stats]}"), console=console, disable=not console.is_terminal,
     )
     task = progress.add_task("train", total=total, completed=trainer.step, stats="")
     previous = trainer.on_step
 
+    import time
+
+    log_every = 30.0  # seconds between plain progress lines when the output is not a terminal
+    last_line = [time.monotonic()]
+
     def on_step(s: Any) -> None:
         previous(s)
-        progress.update(task, completed=s.step, stats=(
+        stats = (
             f"loss {s.loss:.4f}  psnr {s.psnr:5.2f}  gaussians {s.n_gaussians:,}  {s.its_per_s:5.1f} it/s  sh {s.sh_degree}"
-        ))
+        )
+        progress.update(task, completed=s.step, stats=stats)
+        now = time.monotonic()
+        if not console.is_terminal and (now - last_line[0] >= log_every or s.step == total):
+            last_line[0] = now
+            console.print(f"step {s.step}/{total}  {stats}", soft_wrap=True)
 
     trainer.on_step = on_step
     trainer.on_event = lambda msg: console.print(f"[yellow]{msg}")
@@ -86,10 +96,13 @@ def _progress_trainer(trainer: Any, total: int, console: Any) -> Any:
         signal.signal(signal.SIGINT, old)
 
 
-def _make_trainer(dataset: Any, train: TrainConfig, configs: dict[str, Any] | None = None) -> Any:
+def _make_trainer(
+    dataset: Any, train: TrainConfig, configs: dict[str, Any] | None = None, console: Any = None
+) -> Any:
     from ..training.trainer import Trainer
 
-    return Trainer(dataset, train, configs=configs)
+    on_event = None if console is None else (lambda msg: console.print(f"[yellow]{msg}"))
+    return Trainer(dataset, train, on_event=on_event, configs=configs)
 
 
 def _report_extensions(console: Any, trainer: Any) -> None:
@@ -208,7 +221,7 @@ class _TrainCommand:
         console = _console()
         cfg, configs = self.resolved_config()
         dataset = _load_data(self.data, cfg, console)
-        trainer = _make_trainer(dataset, cfg, configs)
+        trainer = _make_trainer(dataset, cfg, configs, console)
         console.print(f"training with {trainer.components.describe()}")
         if self.view:
             from .viewer import attach_training_viewer

@@ -65,8 +65,10 @@ class TrainConfig:
     """Final spherical-harmonics degree (0..3)."""
     sh_degree_interval: int = 1000
     """Raise the active SH degree by one every this many steps."""
-    init: Literal["sfm", "random"] = "sfm"
-    """Initial Gaussians: the dataset's SfM points ('random' or no points: uniform in a box)."""
+    init: Literal["sfm", "triangulate", "random"] = "sfm"
+    """Initial Gaussians: 'sfm' the dataset's SfM points, or, when it has none, points triangulated
+    from its known poses (pycolmap); 'triangulate' always triangulates; 'random' uniform in a box
+    (also the fallback when triangulation finds < 100 points)."""
     init_num_points: int = 100_000
     """Number of random initial points (init='random' or a dataset without points)."""
     init_extent: float = 3.0
@@ -272,16 +274,37 @@ class Trainer:
     # -------------------------------------------------------------- setup
     def _init_params(self) -> tuple[torch.nn.ParameterDict, dict[str, torch.optim.Optimizer]]:
         cfg, ds = self.cfg, self.dataset
+        pts = rgb = None
         if cfg.init == "sfm" and ds.points is not None and len(ds.points) >= 4:
             pts, rgb = ds.points, ds.points_rgb
-        else:
+        elif cfg.init != "random" and ds.image_loader is None:
+            pts, rgb = self._triangulated_points()
+        if pts is None:
             pts = random_init_points(cfg.init_num_points, cfg.init_extent * self.scene_scale, seed=cfg.seed)
-            rgb = None
         params = init_gaussians(
             pts, rgb, sh_degree=cfg.sh_degree, init_opacity=cfg.init_opacity, init_scale=cfg.init_scale,
             extras=self.extra_channels(), seed=cfg.seed, device=self.device,
         )
         return params, self._make_optimizers(params)
+
+    def _triangulated_points(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Points triangulated from the dataset's known poses (None when too few are found)."""
+        from ..errors import SfMError
+        from ..scene.datasets.triangulate import triangulate_known_poses
+
+        try:
+            xyz, rgb, st = triangulate_known_poses(self.dataset)
+        except SfMError as e:
+            self.on_event(f"no initial points from the known poses ({e}); random initialisation")
+            return None, None
+        if len(xyz) < 100:
+            self.on_event(f"only {len(xyz)} points triangulated from the known poses; random initialisation")
+            return None, None
+        self.on_event(
+            f"initial points: {len(xyz):,} triangulated from {st['images']} posed images "
+            f"({st['mean_reprojection_error']:.2f} px, track length {st['mean_track_length']:.1f})"
+        )
+        return xyz, rgb
 
     def extra_channels(self) -> dict[str, int]:
         """Extra per-Gaussian parameters (name -> width) of all extensions, zero-initialised."""

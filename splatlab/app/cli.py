@@ -281,6 +281,26 @@ class Methods:
                 console.print(f"{kind:10s} {name:16s} {getattr(cls, 'description', '')}")
 
 
+def _print_sfm(console: Any, sfm: dict) -> None:
+    """The structure-from-motion statistics as a short table."""
+    from rich.table import Table
+
+    t = Table(title="structure-from-motion (pycolmap)", show_header=True)
+    for col in ("registered", "points", "reproj. error (px)", "extraction s", "matching s", "mapping s"):
+        t.add_column(col, justify="right")
+    sec = sfm.get("seconds") or {}
+    err = sfm.get("mean_reprojection_error")
+    t.add_row(
+        f"{sfm.get('registered', '?')} / {sfm.get('total', '?')}", f"{sfm.get('num_points3D', 0):,}",
+        "-" if err is None else f"{err:.2f}",
+        *(str(sec.get(k, "-")) for k in ("extraction", "matching", "mapping")),
+    )
+    console.print(t)
+    if sfm.get("unregistered"):
+        console.print(f"[yellow]not registered: {', '.join(sfm['unregistered'][:8])}"
+                      + (" ..." if len(sfm["unregistered"]) > 8 else ""))
+
+
 def _load_data(path: Path, cfg: Any, console: Any) -> Any:
     if str(path) == "demo":
         from ..scene.synthetic import make_demo_scene
@@ -292,7 +312,7 @@ def _load_data(path: Path, cfg: Any, console: Any) -> Any:
     ds = load_dataset(path, downscale=cfg.downscale, test_every=cfg.test_every)
     sfm = ds.meta.get("sfm")
     if sfm:
-        console.print(f"structure-from-motion: {sfm}")
+        _print_sfm(console, sfm)
     console.print(f"{len(ds.train_ids)} training / {len(ds.test_ids)} test views, "
                   f"{0 if ds.points is None else len(ds.points):,} initial points")
     return ds

@@ -7,6 +7,8 @@
     splatlab export RUN --format ply|splat
     splatlab view RUN_OR_PLY           the browser viewer
     splatlab query RUN "prompt"        text query on a feature field: selected Gaussians as PLY, heatmaps
+    splatlab methods                   the registered strategies, appearances and fields
+    splatlab plugin list | run NAME INPUT [--options] --out DIR    run a plugin headless
 
 Only this module prints; library code raises typed errors that are shown here as one message.
 """
@@ -373,35 +375,42 @@ class Render:
 
 @dataclass
 class Export:
-    """Export a trained scene as an INRIA PLY (SuperSplat, gsplat, nerfstudio read it) or .splat."""
+    """Export a trained scene as an INRIA PLY (SuperSplat, gsplat, nerfstudio read it), .splat,
+    SPZ (Niantic), PlayCanvas compressed PLY or SOG. (splatlab's own codec, .slsc, is the
+    "scene codec" plugin: `splatlab plugin run "scene codec" RUN --out DIR`.)"""
 
     scene: tyro.conf.Positional[Path]
-    """Run directory (latest checkpoint), .ply or .splat."""
-    format: Literal["ply", "splat"] = "ply"
+    """Run directory (latest checkpoint) or scene file (.ply, .splat, .spz, .compressed.ply, .sog)."""
+    format: Literal["ply", "splat", "spz", "compressed_ply", "sog"] = "ply"
     """Output format."""
     out: Path | None = None
-    """Output file (default: RUN/scene.<format> for a run, else <input stem>.<format> beside it)."""
+    """Output file (default: RUN/scene.<suffix> for a run, else <input stem>.<suffix> beside it)."""
     overwrite: bool = False
     """Replace an existing output file that this command did not write."""
+    spz_version: Literal[3, 4] = 4
+    """SPZ container: 3 (gzip) or 4 (zstd)."""
 
     def run(self) -> None:
         import numpy as np
 
         from ..scene.checkpoint import load_scene
-        from ..scene.gaussians import save_ply, save_splat
+        from ..scene.formats import FORMATS, save_scene_file
         from .outputs import is_run_dir, output_file
 
         loaded = load_scene(self.scene)
+        suffix = FORMATS[self.format][0]
         if self.out is not None:
             out = output_file(self.out, self.overwrite)
         elif self.scene.is_dir() and is_run_dir(self.scene):  # the run's own export
-            out = output_file(self.scene / f"scene.{self.format}", self.overwrite, owned=True)
+            out = output_file(self.scene / f"scene{suffix}", self.overwrite, owned=True)
         else:
-            out = output_file(self.scene.with_suffix(f".{self.format}"), self.overwrite)
-            if out.resolve() == self.scene.resolve():
-                raise DataError(f"{self.scene} is already a .{self.format} file; pass --out NEW_FILE")
+            stem = self.scene.name.split(".")[0] if self.scene.is_file() else self.scene.name
+            out = output_file(self.scene.parent / f"{stem}{suffix}", self.overwrite)
+            if out.exists() and out.resolve() == self.scene.resolve():
+                raise DataError(f"{self.scene} is already a {suffix} file; pass --out NEW_FILE")
         transform = None if np.allclose(loaded.transform, np.eye(4)) else loaded.transform
-        (save_ply if self.format == "ply" else save_splat)(out, loaded.params, transform=transform)
+        opts = {"version": self.spz_version} if self.format == "spz" else {}
+        save_scene_file(out, loaded.params, format=self.format, transform=transform, **opts)
         _console().print(f"[green]wrote {out} ({len(loaded.params['means']):,} Gaussians, original coordinates)")
 
 
@@ -460,7 +469,7 @@ class Query:
         if self.heatmap_views and cams is None:
             console.print("[yellow]no cameras stored with this scene: no heatmaps written")
             return
-        from .viewer.feature_panels import query_heatmap_image
+        from .viewer.panels.query import query_heatmap_image
 
         for i in self.heatmap_views:
             if not 0 <= i < len(cams.viewmats):
@@ -499,10 +508,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         print(f"splatlab {__version__}")
         return 0
+    if argv[:1] == ["plugin"]:  # per-plugin options: built for the named plugin, see plugin_cli
+        from .plugin_cli import plugin_main
+
+        return plugin_main(argv[1:])
     cmd = tyro.extras.subcommand_cli_from_dict(
         COMMANDS,
         args=argv,
-        description=f"splatlab {__version__}: train, view, query and analyse 3D Gaussian Splatting scenes.",
+        description=f"splatlab {__version__}: train, view, query and analyse 3D Gaussian Splatting scenes. "
+        "Plugins: `splatlab plugin list`, `splatlab plugin run NAME INPUT --out DIR`.",
     )
     try:
         rc = cmd.run()

@@ -5,13 +5,19 @@ A plugin is a class with
 - ``name`` (unique, shown in the viewer), ``kind`` in ``generate | inspect | compress``,
 - ``Options``: a dataclass of typed options (each field a bool, int, float, str, Literal or
   enum-like Literal; defaults required), one-line docs in ``description``,
-- ``run(inputs, options, progress) -> Report``: the headless analysis (CLI, tests, Python),
+- ``accepts``: what ``splatlab plugin run NAME INPUT`` takes as INPUT (:data:`ACCEPTS`),
+- ``run(inputs, options, progress) -> Report``: the headless analysis (CLI, tests, Python); it
+  calls ``progress(fraction, message)`` at least every ~0.5 s in long loops, and lets the
+  :class:`Cancelled` that ``progress`` raises (user pressed Cancel) propagate,
 - ``panel(ctx)``: its viewer GUI. The default builds one input per option field, a Run button,
   a progress bar and the report (metrics, plots, images) by calling the same ``run``.
 
 Plugins register through the ``splatlab.plugins`` entry-point group (``name = "module:Class"``),
 so a third party adds one by installing a package; :data:`BUILTIN_PLUGINS` are always present.
-This module never imports ``splatlab.app``: the viewer hands a duck-typed context to ``panel``.
+This module never imports ``splatlab.app``: ``panel`` receives a
+:class:`splatlab.plugins.panel.PanelContext` (the viewer implements it); background jobs are
+:mod:`splatlab.plugins.jobs`; ``splatlab plugin run`` builds :meth:`PluginInputs.from_path` and
+writes :meth:`Report.save`.
 """
 
 from __future__ import annotations
@@ -29,16 +35,19 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import CheckpointError, DataError, SplatlabError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BUILTIN_PLUGINS",
     "KINDS",
+    "ACCEPTS",
+    "Cancelled",
     "Plugin",
     "PluginInputs",
     "Report",
     "Progress",
+    "no_progress",
     "PluginLoadError",
     "discover_plugins",
     "load_plugin_class",
@@ -51,6 +60,15 @@ ENTRY_POINT_GROUP = "splatlab.plugins"
 BUILTIN_PLUGINS: dict[str, str] = {"view-statistics": "splatlab.plugins.stats:StatsPlugin"}
 KINDS = ("generate", "inspect", "compress")
 PluginKind = Literal["generate", "inspect", "compress"]
+# what a plugin's INPUT may be: a run directory or scene file, an image, a wav, a video, nothing
+ACCEPTS = ("scene", "image", "audio", "video", "none")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+AUDIO_SUFFIXES = (".wav",)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
+
+
+class Cancelled(SplatlabError):
+    """Raised by a :class:`Progress` when the user cancelled the job (let it propagate)."""
 
 
 class Progress(Protocol):
@@ -67,11 +85,20 @@ def no_progress(fraction: float, message: str = "") -> None:
 class PluginInputs:
     """What a plugin may read. Headless callers fill what they have; the viewer fills all.
 
-    params: the Gaussians (ParameterDict or name -> Tensor, stored activations), or None.
+    params: the Gaussians (ParameterDict or name -> Tensor, stored activations: means [N, 3],
+        scales [N, 3] log, quats [N, 4] wxyz, opacities [N] logit, sh0 [N, 1, 3], shN [N, K, 3]),
+        or None.
     selection: bool [N] of the selected Gaussians, or None (= all).
-    render: ``render(camera, mode) -> uint8 [H, W, 3]`` with a ViewCamera-like camera, or None.
-    camera: the current view (viewer only), or None.
+    render: ``render(camera, mode) -> uint8 [H, W, 3]`` with a camera that has ``viewmat``
+        [4, 4] (OpenCV world-to-camera), ``K`` [3, 3], ``width`` and ``height``; or None.
+    camera: the current view (viewer) or the first test view of a run (headless), or None.
     uploads: file name -> bytes, already checked by :func:`check_upload`.
+    path: the INPUT path (``splatlab plugin run``), or None.
+    dataset: the run's ``splatlab.scene.datasets.base.Dataset`` (frames with viewmat / K /
+        width / height, test_ids, load_image(i) -> float [H, W, 3]); loaded on first access
+        when the inputs come from :meth:`from_path`; None when there is none.
+    image: uint8 [H, W, 3] when the INPUT was an image.
+    audio: (float32 [T] mono, sample_rate) when the INPUT was a wav.
     """
 
     params: Mapping[str, Any] | None = None
@@ -79,12 +106,257 @@ class PluginInputs:
     render: Callable[[Any, str], np.ndarray] | None = None
     camera: Any = None
     uploads: dict[str, bytes] = field(default_factory=dict)
+    path: Path | None = None
+    dataset: Any = field(default=None, repr=False, compare=False)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    audio: tuple[np.ndarray, int] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str = "cpu") -> PluginInputs:
+        """Inputs from a file or folder, as ``splatlab plugin run NAME INPUT`` builds them:
+
+        - a run directory (or a ``.pt`` checkpoint in one): ``params`` from its latest
+          checkpoint (else ``scene.ply``), ``dataset`` reloaded lazily from the path in its
+          config.json, ``camera`` = its first test (else first) camera, and ``render``;
+        - a scene file (.ply, .splat and what ``splatlab.scene.formats`` reads): ``params``,
+          ``render``;
+        - an image (.png, .jpg, .jpeg, .webp): ``image`` uint8 [H, W, 3];
+        - a .wav: ``audio`` = (float32 [T] mono, sample_rate).
+
+        DataError naming the file for anything else, or for a missing or corrupt input."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(
+                f"input {path} does not exist; pass a run directory, a scene file "
+                f"(.ply, .splat), an image ({', '.join(IMAGE_SUFFIXES)}) or a .wav"
+            )
+        suffix = path.suffix.lower()
+        if path.is_file() and suffix in IMAGE_SUFFIXES:
+            return cls(path=path, image=read_image_rgb8(path))
+        if path.is_file() and suffix in AUDIO_SUFFIXES:
+            return cls(path=path, audio=read_audio_mono(path))
+        if path.is_file() and suffix in VIDEO_SUFFIXES:
+            return cls(path=path)  # a video plugin reads the frames itself from ``path``
+        return _scene_inputs(cls, path, device)
+
+    def kinds(self) -> set[str]:
+        """Which of :data:`ACCEPTS` these inputs provide (without loading a lazy dataset)."""
+        out = {"none"}
+        if self.params is not None:
+            out.add("scene")
+        if self.image is not None:
+            out.add("image")
+        if self.audio is not None:
+            out.add("audio")
+        if self.path is not None and self.path.suffix.lower() in VIDEO_SUFFIXES:
+            out.add("video")
+        return out
+
+
+def _dataset_get(self: PluginInputs) -> Any:
+    d = self.__dict__.get("_dataset")
+    if d is None and self.__dict__.get("_dataset_loader") is not None:
+        loader = self.__dict__.pop("_dataset_loader")
+        d = self.__dict__["_dataset"] = loader()
+    return d
+
+
+def _dataset_set(self: PluginInputs, value: Any) -> None:
+    self.__dict__.pop("_dataset_loader", None)
+    self.__dict__["_dataset"] = value
+
+
+# ``dataset`` is a dataclass field whose value may be loaded on first read (see from_path)
+PluginInputs.dataset = property(_dataset_get, _dataset_set)  # type: ignore[assignment]
+
+
+def read_image_rgb8(path: Path) -> np.ndarray:
+    """An image file -> uint8 [H, W, 3] (alpha composited on black, greys expanded).
+    DataError naming the file when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+                im = Image.alpha_composite(bg, im)
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}: {e})") from e
+    return np.ascontiguousarray(arr)
+
+
+def read_audio_mono(path: Path) -> tuple[np.ndarray, int]:
+    """A wav file -> (float32 [T] in [-1, 1], mono = mean of the channels, sample_rate).
+    DataError naming the file when it is not a readable wav."""
+    try:
+        import soundfile as sf
+    except ImportError:  # the stdlib reader handles PCM wavs
+        sf = None
+    if sf is not None:
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except (RuntimeError, OSError, ValueError) as e:  # LibsndfileError is a RuntimeError
+            raise DataError(f"{path} is not a readable wav file ({e})") from e
+        mono = data.mean(axis=1).astype(np.float32)
+    else:
+        mono, sr = _read_wav_stdlib(path)
+    if mono.size == 0:
+        raise DataError(f"{path} holds no audio samples")
+    return np.ascontiguousarray(mono), int(sr)
+
+
+def _read_wav_stdlib(path: Path) -> tuple[np.ndarray, int]:
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            sr, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError, OSError) as e:
+        raise DataError(f"{path} is not a readable PCM wav file ({e})") from e
+    if width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif width == 4:
+        x = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
+    else:
+        raise DataError(f"{path}: {8 * width}-bit PCM is not supported; convert it to 16-bit")
+    return x.reshape(-1, ch).mean(axis=1), sr
+
+
+def _load_scene_params(path: Path, device: str) -> tuple[Any, Any]:
+    """(params, LoadedScene or None) from a run directory, checkpoint or scene file (through
+    ``splatlab.scene.formats.load_scene_file`` when that module is present)."""
+    from ..scene.checkpoint import load_scene
+
+    loaded = None
+    try:
+        if path.is_file() and path.suffix.lower() != ".pt":
+            try:
+                from ..scene.formats import load_scene_file  # type: ignore[attr-defined]
+            except ImportError:  # older trees: .ply / .splat through load_scene
+                load_scene_file = None
+            if load_scene_file is not None:
+                params = load_scene_file(path)
+            else:
+                loaded = load_scene(path, map_location=device)
+                params = loaded.params
+        else:
+            loaded = load_scene(path, map_location=device)
+            params = loaded.params
+    except CheckpointError as e:
+        raise DataError(str(e)) from e
+    except DataError:
+        raise
+    except Exception as e:  # a truncated .pt, an unknown suffix: name the file and the cause
+        raise DataError(
+            f"cannot read {path} as a scene ({type(e).__name__}: {e}); pass a run directory, a "
+            f"scene file (.ply, .splat, ...), an image ({', '.join(IMAGE_SUFFIXES)}) or a .wav"
+        ) from e
+    return {k: v.detach().to(device) for k, v in params.items()}, loaded
+
+
+def _scene_inputs(cls: type[PluginInputs], path: Path, device: str) -> PluginInputs:
+    params, loaded = _load_scene_params(path, device)
+    inputs = cls(path=path, params=params, render=make_scene_renderer(params))
+    if loaded is not None and loaded.cameras is not None and len(loaded.cameras.widths):
+        cams = loaded.cameras
+        i = 0  # split_every_nth puts view 0 in the test set
+        inputs.camera = SimpleCamera(
+            cams.viewmats[i].copy(), cams.Ks[i].copy(), int(cams.widths[i]), int(cams.heights[i])
+        )
+    if loaded is not None and loaded.config and isinstance(loaded.config.get("data"), str):
+        config = dict(loaded.config)
+        inputs.__dict__["_dataset_loader"] = lambda: _load_run_dataset(config, path)
+    return inputs
+
+
+def _load_run_dataset(config: dict, where: Path) -> Any:
+    """The Dataset a run was trained on (its config.json ``data`` and ``train`` options)."""
+    from ..scene.synthetic import DEMO_ROOT
+
+    data = config["data"]
+    train = config.get("train", {})
+    if data == DEMO_ROOT:
+        from ..scene.synthetic import make_demo_scene
+
+        return make_demo_scene()
+    from ..scene.datasets import load_dataset
+
+    if not Path(data).exists():
+        raise DataError(
+            f"the dataset of run {where} ({data}, from its config.json) is not on this machine"
+        )
+    return load_dataset(
+        Path(data),
+        downscale=int(train.get("downscale", 1)),
+        test_every=int(train.get("test_every", 8)),
+    )
+
+
+@dataclass
+class SimpleCamera:
+    """A pinhole view (the fields the viewer's ViewCamera has)."""
+
+    viewmat: np.ndarray  # [4, 4] OpenCV world-to-camera
+    K: np.ndarray  # [3, 3]
+    width: int
+    height: int
+
+
+HEADLESS_MODES = ("RGB", "depth", "alpha")
+
+
+def make_scene_renderer(params: Mapping[str, Any]) -> Callable[[Any, str], np.ndarray]:
+    """``render(camera, mode) -> uint8 [H, W, 3]`` of ``params`` for mode in
+    :data:`HEADLESS_MODES` (RGB with all stored SH, depth TURBO-coloured, alpha grey)."""
+
+    def render(camera: Any, mode: str = "RGB") -> np.ndarray:
+        import torch
+
+        from ..rendering.splats import render_splats
+
+        if mode not in HEADLESS_MODES:
+            raise ValueError(f"unknown render mode {mode!r}; headless modes: {HEADLESS_MODES}")
+        w, h = int(camera.width), int(camera.height)
+        if params["means"].shape[0] == 0:
+            return np.zeros((h, w, 3), np.uint8)
+        vm = torch.as_tensor(np.asarray(camera.viewmat), dtype=torch.float32)[None]
+        K = torch.as_tensor(np.asarray(camera.K), dtype=torch.float32)[None]
+        with torch.no_grad():
+            if mode == "RGB":
+                img, _, _ = render_splats(params, vm, K, w, h)
+                return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            d, alpha, _ = render_splats(params, vm, K, w, h, sh_degree=0, render_mode="ED")
+        a = alpha[0, ..., 0].cpu().numpy()
+        if mode == "alpha":
+            return np.repeat((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, -1)
+        return _turbo_depth(d[0, ..., 0].cpu().numpy(), a)
+
+    return render
+
+
+def _turbo_depth(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    import cv2
+
+    valid = np.isfinite(depth) & (depth > 0) & (alpha > 0.5)
+    vals = depth[valid]
+    lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
+    t = np.clip((depth - lo) / max(hi - lo, 1e-8), 0, 1)
+    img = cv2.applyColorMap(((1.0 - t) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.ascontiguousarray(np.where(valid[..., None], img, 0).astype(np.uint8))
 
 
 @dataclass
 class Report:
-    """A plugin's result: numbers, tables, images and plots, JSON-serialisable except images
-    (uint8 arrays) and plots (plotly figures, built only when plotly is installed)."""
+    """A plugin's result. metrics, tables and notes are JSON; images are uint8 [H, W, 3] (or
+    [H, W]); plots are plotly figures; files are name -> bytes or Path (a bitstream, a PLY);
+    scene is a Gaussians dict like ``PluginInputs.params`` (to show in the viewer); selection
+    is bool [N] over the INPUT scene's Gaussians."""
 
     title: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -92,16 +364,30 @@ class Report:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     plots: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    files: dict[str, bytes | Path] = field(default_factory=dict)
+    scene: Mapping[str, Any] | None = None
+    selection: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """metrics, tables, notes and image shapes (plots and pixels are left out)."""
-        return {
+        """metrics, tables, notes, image shapes, file sizes, the scene's and selection's sizes
+        (plots and pixels are left out)."""
+        out: dict[str, Any] = {
             "title": self.title,
             "metrics": {k: float(v) for k, v in self.metrics.items()},
-            "tables": self.tables,
+            "tables": _jsonable(self.tables),
             "images": {k: list(v.shape) for k, v in self.images.items()},
             "notes": list(self.notes),
         }
+        if self.files:
+            out["files"] = {k: _file_size(v) for k, v in self.files.items()}
+        if self.plots:
+            out["plots"] = sorted(self.plots)
+        if self.scene is not None:
+            out["scene"] = {"n_gaussians": int(self.scene["means"].shape[0])}
+        if self.selection is not None:
+            sel = np.asarray(self.selection, dtype=bool)
+            out["selection"] = {"n": int(sel.size), "n_selected": int(sel.sum())}
+        return out
 
     def markdown(self) -> str:
         """The metrics and notes as a markdown table for a viewer panel."""
@@ -110,6 +396,119 @@ class Report:
             lines.append(f"| {k} | {v:.6g} |")
         lines += ["", *self.notes]
         return "\n".join(lines)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the report to ``out_dir``: ``<image>.png``, the files, ``scene.ply``,
+        ``selection.npy``, plots as ``<plot>.html`` (plotly), then ``report.json`` last (its
+        presence means the folder is complete). Every file is written atomically. Returns the
+        path of report.json."""
+        from ..utils import atomic_write, atomic_write_bytes, atomic_write_json
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        names = self.output_names()
+        for key, img in self.images.items():
+            atomic_write_bytes(out / names["images"][key], encode_png(img))
+        for key, data in self.files.items():
+            target = out / names["files"][key]
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                atomic_write_bytes(target, bytes(data))
+            else:
+                src = Path(data)
+                if src.resolve() != target.resolve():
+                    with open(src, "rb") as fin, atomic_write(target, "wb") as fout:
+                        while chunk := fin.read(1 << 20):
+                            fout.write(chunk)
+        for key, fig in self.plots.items():
+            html = (
+                fig.to_html(include_plotlyjs="cdn", full_html=True)
+                if hasattr(fig, "to_html")
+                else None
+            )
+            if html is not None:
+                atomic_write_bytes(out / names["plots"][key], html.encode("utf-8"))
+        if self.scene is not None:
+            from ..scene.gaussians import save_ply
+
+            save_ply(out / "scene.ply", {k: v for k, v in self.scene.items()})
+        if self.selection is not None:
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(self.selection, dtype=bool))
+            atomic_write_bytes(out / "selection.npy", buf.getvalue())
+        meta = self.to_json()
+        meta["outputs"] = {
+            "images": names["images"],
+            "files": names["files"],
+            "plots": names["plots"] if self.plots else {},
+            "scene": "scene.ply" if self.scene is not None else None,
+            "selection": "selection.npy" if self.selection is not None else None,
+        }
+        atomic_write_json(out / "report.json", meta)
+        return out / "report.json"
+
+    def output_names(self) -> dict[str, dict[str, str]]:
+        """File names :meth:`save` gives images, files and plots (keys made file-name safe)."""
+        taken: set[str] = set(_RESERVED)
+        out: dict[str, dict[str, str]] = {"images": {}, "files": {}, "plots": {}}
+        for group, keys, ext in (
+            ("files", self.files, ""),
+            ("images", self.images, ".png"),
+            ("plots", self.plots, ".html"),
+        ):
+            for k in keys:
+                name = _safe_name(k + ext if ext and not str(k).endswith(ext) else k)
+                stem, suf = Path(name).stem, Path(name).suffix
+                i = 1
+                while name in taken:
+                    name, i = f"{stem}_{i}{suf}", i + 1
+                taken.add(name)
+                out[group][k] = name
+        return out
+
+
+_RESERVED = ("report.json", "scene.ply", "selection.npy")
+
+
+def _safe_name(key: str) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(key)).name).strip("._") or "output"
+    return "_" + name if name in _RESERVED else name
+
+
+def _file_size(v: bytes | Path) -> int:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return len(v)
+    return Path(v).stat().st_size
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tables with numpy scalars / arrays turned into plain lists and numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] / [H, W, 4] / [H, W] (float in [0, 1] is scaled) -> PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @dataclass
@@ -124,6 +523,7 @@ class Plugin:
     kind: ClassVar[PluginKind] = "inspect"
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    accepts: ClassVar[tuple[str, ...]] = ("scene",)  # INPUT kinds of `splatlab plugin run`
     upload_types: ClassVar[tuple[str, ...]] = ()  # accepted suffixes of panel uploads
     max_upload_bytes: ClassVar[int] = 20 * 1024 * 1024
 
@@ -133,18 +533,26 @@ class Plugin:
     def run(self, inputs: PluginInputs, options: Any, progress: Progress = no_progress) -> Report:
         raise NotImplementedError(f"plugin {self.name!r} does not implement run()")
 
+    def options_from(self, values: Mapping[str, Any]) -> Any:
+        """``Options(**values)`` (the defaults when ``values`` is empty)."""
+        return self.Options(**values) if values else self.default_options()
+
     # ----------------------------------------------------------------- viewer panel
     def panel(self, ctx: Any) -> None:
-        """Build the plugin's GUI in ``ctx.gui`` (a viser GUI container): one input per option,
-        upload (if ``upload_types``), Run, a progress bar, and the report below. ``ctx`` provides
-        ``gui``, ``inputs() -> PluginInputs``, ``progress_bar() -> Progress``, ``guard(fn)``
-        (callbacks that show errors as notifications instead of raising), ``show_report(report)``
-        and ``check_upload(name, content, types, max_bytes)``."""
+        """Build the plugin's GUI with ``ctx`` (a :class:`splatlab.plugins.panel.PanelContext`):
+        one input per option, an upload button (if ``upload_types``), Run, and the report below.
+        Run starts ``run`` as a background job (progress bar, Cancel) on the inputs of the
+        moment; when it succeeds the report is shown (its selection becomes the viewer's, its
+        scene can be shown beside / instead of the current one, its files downloaded).
+        Override to add more (call ``super().panel(ctx)`` first to keep the default)."""
         gui = ctx.gui
         if self.description:
             gui.add_markdown(self.description)
+        handles: dict[str, Any] = {}
         getters = (
-            _option_inputs(gui, self.Options) if dataclasses.is_dataclass(self.Options) else {}
+            _option_inputs(gui, self.Options, handles)
+            if dataclasses.is_dataclass(self.Options)
+            else {}
         )
         uploads: dict[str, bytes] = {}
         if self.upload_types:
@@ -159,28 +567,32 @@ class Plugin:
                 uploads[f.name] = f.content
 
         run_btn = gui.add_button("Run", icon=None)
-        progress = ctx.progress_bar()
+        # the panel's state lives on the plugin object that built it
+        self.panel_handles = {"run": run_btn, "options": handles}
+
+        def finished(job: Any) -> None:
+            run_btn.disabled = False
 
         @run_btn.on_click
         @ctx.guard
         def _(event: Any) -> None:
-            opts = (
-                self.Options(**{k: g() for k, g in getters.items()})
-                if getters
-                else self.default_options()
-            )
+            opts = self.options_from({k: g() for k, g in getters.items()})
             inputs = ctx.inputs()
             inputs.uploads = dict(uploads)
+            ctx.run_job(
+                lambda progress: self.run(inputs, opts, progress),
+                label=self.name,
+                on_done=ctx.show_report,
+                on_finish=finished,
+            )
             run_btn.disabled = True
-            try:
-                report = self.run(inputs, opts, progress)
-            finally:
-                run_btn.disabled = False
-            ctx.show_report(report)
 
 
-def _option_inputs(gui: Any, options_cls: type) -> dict[str, Callable[[], Any]]:
-    """One viser input per dataclass field; returns name -> getter."""
+def _option_inputs(
+    gui: Any, options_cls: type, handles: dict[str, Any] | None = None
+) -> dict[str, Callable[[], Any]]:
+    """One viser input per dataclass field; returns name -> getter (``handles`` receives
+    name -> GUI handle)."""
     hints = typing.get_type_hints(options_cls)
     getters: dict[str, Callable[[], Any]] = {}
     for f in dataclasses.fields(options_cls):
@@ -205,6 +617,8 @@ def _option_inputs(gui: Any, options_cls: type) -> dict[str, Callable[[], Any]]:
         else:
             h = gui.add_text(label, str(default))
             getters[f.name] = lambda h=h: h.value
+        if handles is not None:
+            handles[f.name] = h
     return getters
 
 
@@ -241,6 +655,9 @@ def _check_contract(cls: Any, target: str) -> None:
         raise TypeError(f"{target}: kind must be one of {KINDS}, got {cls.kind!r}")
     if not dataclasses.is_dataclass(cls.Options):
         raise TypeError(f"{target}: Options must be a dataclass")
+    acc = cls.accepts
+    if isinstance(acc, str) or not acc or any(a not in ACCEPTS for a in acc):
+        raise TypeError(f"{target}: accepts must be a non-empty tuple of {ACCEPTS}, got {acc!r}")
 
 
 def discover_plugins(

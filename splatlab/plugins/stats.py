@@ -86,6 +86,7 @@ class StatsPlugin(Plugin):
     kind = "inspect"
     description = "Histograms of the Gaussians' opacities and sizes."
     Options = StatsOptions
+    accepts = ("scene",)
 
     def run(
         self, inputs: PluginInputs, options: StatsOptions, progress: Progress = no_progress

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from viewer_util import free_port, make_feature_run
 
-from splatlab.app.viewer import feature_panels
+from splatlab.app.viewer.panels import segment as feature_panels
 from splatlab.app.viewer.render import ViewCamera
 from splatlab.app.viewer.server import Viewer, config_from
 from splatlab.scene.synthetic import object_label_at
@@ -36,19 +36,19 @@ def viewer(tmp_path_factory):
 def test_query_select_delete_and_stale_selection(viewer) -> None:
     v = viewer
     labels = object_label_at(v.source.snapshot()["means"].numpy())
-    v.query_handles["prompt"].value = "green cylinder"
-    _press(v.query_handles["select"])
+    v.panel("Query").handles["prompt"].value = "green cylinder"
+    _press(v.panel("Query").handles["select"])
     sel = v.selection()
     assert sel.sum() == (labels == 3).sum() > 50 and not (sel & (labels != 3)).any()
     n0 = v.source.n_gaussians
-    _press(v.query_actions["delete"])
+    _press(v.panel("Query").actions["delete"])
     assert v.source.n_gaussians == n0 - sel.sum()
     assert not (object_label_at(v.source.snapshot()["means"].numpy()) == 3).any()
     before = len(v.errors)
-    _press(v.query_actions["delete"])  # the old mask no longer fits the scene
+    _press(v.panel("Query").actions["delete"])  # the old mask no longer fits the scene
     assert len(v.errors) == before + 1 and "select again" in v.errors[-1]
     assert v.source.n_gaussians == n0 - sel.sum()  # nothing else was removed
-    _press(v.query_actions["restore"])
+    _press(v.panel("Query").actions["restore"])
     assert v.source.n_gaussians == n0
 
 
@@ -63,7 +63,7 @@ def test_segment_click_selects_the_clicked_object_and_grows(viewer) -> None:
     rel = field.relevance(feat, ["red cube"])[0].numpy()
     ys, xs = np.nonzero((rel > 0.95) & (alpha.numpy() > 0.9))
     k = len(ys) // 2
-    state = v.segment_state
+    state = v.panel("Segment").state
     pos = ((xs[k] + 0.5) / cam.width, (ys[k] + 0.5) / cam.height)
     res = feature_panels.segment_click(v, state, cam, pos, True, 0.85, 0.5)
     sel = res["selected"]
@@ -72,9 +72,9 @@ def test_segment_click_selects_the_clicked_object_and_grows(viewer) -> None:
     assert sel.sum() > 30 and prec > 0.7, f"{sel.sum()} selected, precision {prec:.2f}"
     assert res["overlay"].shape == (cam.height, cam.width, 3)
     # growing in 3D adds the cube's Gaussians the view did not see (its hidden faces)
-    v.segment_handles["radius"].value = 0.15
-    v.segment_handles["grow_similarity"].value = 0.9
-    _press(v.segment_handles["grow"])
+    v.panel("Segment").handles["radius"].value = 0.15
+    v.panel("Segment").handles["grow_similarity"].value = 0.9
+    _press(v.panel("Segment").handles["grow"])
     grown = v.selection()
     rec0 = (sel & (labels == 2)).sum() / (labels == 2).sum()
     rec1 = (grown & (labels == 2)).sum() / (labels == 2).sum()

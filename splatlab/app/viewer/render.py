@@ -30,7 +30,9 @@ __all__ = [
 ]
 
 BASE_MODES = ("RGB", "depth", "alpha", "normals")
-PCA_SUFFIX = " (PCA)"  # "features (PCA)": a per-Gaussian channel group shown by its 3 principal axes
+PCA_SUFFIX = (
+    " (PCA)"  # "features (PCA)": a per-Gaussian channel group shown by its 3 principal axes
+)
 
 
 @dataclass

@@ -10,6 +10,12 @@
 
 An exception in a render or a panel callback becomes an error notification in the browsers;
 the server keeps serving.
+
+Panels (the built-in tabs in ``panels/`` and every plugin) each get a
+:class:`~splatlab.app.viewer.context.ViewerPanelContext` (the ``PanelContext`` contract of
+``splatlab.plugins.panel``) and keep their state in their own objects; the viewer holds only
+what is shared: the scene(s), the render modes, the selection, the display settings, and events
+("scene", "selection", "modes", "mode", "frame") that panels subscribe to.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from .context import RenderMode
 from .render import (
     ViewCamera,
     browser_splat_arrays,
@@ -37,7 +44,6 @@ from .render import (
     render_selection,
     render_view,
     scene_up_direction,
-    selection_mask,
     subset_params,
 )
 from .source import SceneSource, load_source
@@ -47,7 +53,7 @@ __all__ = ["ViewerConfig", "Viewer", "run_viewer"]
 logger = logging.getLogger(__name__)
 
 SELECTION_MODE = "selection"
-QUERY_HEATMAP_MODE = "query heatmap"
+QUERY_HEATMAP_MODE = "query heatmap"  # added by the Query panel
 DISPLAY_BROWSER = "browser splats"
 DISPLAY_SERVER = "server render"
 
@@ -198,76 +204,21 @@ class ClientRenderer:
         v.on_frame(self, level)
 
 
-class ViewerContext:
-    """What a plugin panel receives (see ``splatlab.plugins.base.Plugin.panel``)."""
+@dataclass
+class SideScene:
+    """A second scene shown beside the current one (shifted by ``offset`` along x)."""
 
-    def __init__(self, viewer: Viewer, gui: Any, plugin_name: str, folder: Any = None) -> None:
-        self.viewer = viewer
-        self.gui = gui
-        self.folder = folder
-        self.plugin_name = plugin_name
-        self._last_client: Any = None
-        self._report_handles: list[Any] = []
-
-    @property
-    def scene(self) -> dict[str, Any]:
-        return self.viewer.source.snapshot()
-
-    def current_camera(self) -> ViewCamera | None:
-        return self.viewer.client_camera(self._last_client)
-
-    def render(self, camera: ViewCamera, mode: str = "RGB") -> np.ndarray:
-        return self.viewer.render(camera, mode)
-
-    def selection(self) -> np.ndarray:
-        return self.viewer.selection()
-
-    def inputs(self) -> Any:
-        from ...plugins.base import PluginInputs
-
-        return PluginInputs(
-            params=self.scene,
-            selection=self.selection(),
-            render=self.render,
-            camera=self.current_camera(),
-        )
-
-    def progress_bar(self) -> Callable[[float, str], None]:
-        bar = self.gui.add_progress_bar(0.0, visible=False)
-
-        def progress(fraction: float, message: str = "") -> None:
-            bar.visible = fraction < 1.0
-            bar.value = float(np.clip(fraction, 0, 1) * 100.0)
-
-        return progress
-
-    def guard(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        return self.viewer.guard(fn, where=self.plugin_name, context=self)
-
-    def check_upload(
-        self, name: str, content: bytes, types: tuple[str, ...], max_bytes: int
-    ) -> None:
-        from ...plugins.base import check_upload
-
-        check_upload(name, content, types, min(max_bytes, self.viewer.max_upload_bytes))
-
-    def show_report(self, report: Any) -> None:
-        import contextlib
-
-        self.last_report = report
-        for h in self._report_handles:
-            h.remove()
-        with self.folder if self.folder is not None else contextlib.nullcontext():
-            self._report_handles = [self.gui.add_markdown(report.markdown())]
-            for fig in report.plots.values():
-                self._report_handles.append(self.gui.add_plotly(fig, aspect=1.6))
-            for img in report.images.values():
-                self._report_handles.append(self.gui.add_image(np.asarray(img)))
+    params: dict[str, Any]  # in the viewer's frame, already shifted
+    name: str
+    offset: np.ndarray
 
 
 class Viewer:
     """A running viewer (non-blocking): ``Viewer(cfg)`` or ``Viewer(cfg, source=...)``; ``.port``,
-    ``.stop()``. :func:`run_viewer` blocks on one."""
+    ``.stop()``. :func:`run_viewer` blocks on one.
+
+    ``panels`` maps tab titles to the built-in panel objects and ``contexts`` every panel name
+    (tabs and plugins) to its :class:`~splatlab.app.viewer.context.ViewerPanelContext`."""
 
     def __init__(
         self, cfg: ViewerConfig, source: SceneSource | None = None, training: Any = None
@@ -285,18 +236,20 @@ class Viewer:
         self.renderers: dict[int, ClientRenderer] = {}
         self._lock = threading.Lock()
         self.errors: list[str] = []  # every error shown to browsers (tests, logs)
+        self._listeners: dict[str, list[Callable[..., None]]] = {}
         params = self.source.snapshot()
         self.feature_field = self.source.feature_field
         self.original_params = params  # "Restore the full scene" after delete / extract
-        # modes rendered by panels: name -> fn(camera, params, settings) -> uint8 [H, W, 3]
-        self.extra_modes: dict[str, Callable[..., np.ndarray]] = {}
-        self.feature_selection: np.ndarray | None = None  # set by the Query / Segment panels
-        self._feature_selection_id = 0
+        # modes added by panels (PanelContext.add_render_mode): name -> RenderMode
+        self.mode_fns: dict[str, RenderMode] = {}
+        self._picked: np.ndarray | None = None  # the selection set by panels (query, plugins)
+        self._picked_id = 0
+        # objects with selection_key() and mask(params) -> bool [N] (the Edit tab's crop box)
+        self.selection_filters: list[Any] = []
+        self.side: SideScene | None = None
         base = render_modes(params)
         fn_modes = [m for m in self.source.render_fn_modes if m not in base]
         self.modes = [*base[:4], *fn_modes, *base[4:], SELECTION_MODE]
-        if self.feature_field is not None and self.feature_field.text_aligned:
-            self.modes.append(QUERY_HEATMAP_MODE)
         from ...rendering.splats import splat_sh_degree
 
         self.max_sh = splat_sh_degree(params)
@@ -318,10 +271,14 @@ class Viewer:
         self._install_upload_cap()
         self.server.scene.set_up_direction(tuple(scene_up_direction(self._viewmats())))
         self._splat_handle: Any = None
+        self._side_handle: Any = None
         self._frustums: list[Any] = []
         self._frustum_of: dict[int, Any] = {}
         self._hidden_frustum: Any = None
+        self.frustums_visible = True
         self._points_handle: Any = None
+        self.panels: dict[str, Any] = {}
+        self.contexts: dict[str, Any] = {}
         self._build_gui(training)
         self.refresh_splats()
         self._add_frustums()
@@ -339,9 +296,23 @@ class Viewer:
         return f"http://{self.cfg.host}:{self.port}"
 
     def stop(self) -> None:
+        for ctx in list(self.contexts.values()):
+            ctx.cancel_job()
         for r in list(self.renderers.values()):
             r.stop()
         self.server.stop()
+
+    def panel(self, name: str) -> Any:
+        """The built-in panel object of tab ``name`` ("View", "Paths", "Edit", "Query", ...)."""
+        if name not in self.panels:
+            raise KeyError(f"no panel {name!r}; panels: {sorted(self.panels)}")
+        return self.panels[name]
+
+    def context(self, name: str) -> Any:
+        """The PanelContext of panel or plugin ``name``."""
+        if name not in self.contexts:
+            raise KeyError(f"no panel context {name!r}; contexts: {sorted(self.contexts)}")
+        return self.contexts[name]
 
     def _viewmats(self) -> np.ndarray | None:
         c = self.source.cameras
@@ -371,10 +342,21 @@ class Viewer:
     def notify_error(self, title: str, body: str, client: Any = None) -> None:
         """Show an error notification in one browser (or all) and remember it."""
         self.errors.append(f"{title}: {body}")
+        self.notify(title, body, client=client, color="red", seconds=15.0)
+
+    def notify(
+        self,
+        title: str,
+        body: str = "",
+        client: Any = None,
+        color: Any = None,
+        seconds: float = 5.0,
+    ) -> None:
+        """A notification in one browser (or all)."""
         targets = [client] if client is not None else list(self.server.get_clients().values())
         for c in targets:
             try:
-                c.add_notification(title, body, color="red", auto_close_seconds=15.0)
+                c.add_notification(title, body, color=color, auto_close_seconds=seconds)
             except Exception:  # the browser went away
                 pass
 
@@ -387,8 +369,8 @@ class Viewer:
         @functools.wraps(fn)
         def wrapped(event: Any) -> Any:
             client = getattr(event, "client", None)
-            if context is not None:
-                context._last_client = client
+            if context is not None and client is not None:
+                context.last_client = client
             try:
                 return fn(event)
             except Exception as e:
@@ -404,15 +386,46 @@ class Viewer:
         for r in list(self.renderers.values()):
             r.wake()
 
+    # ----------------------------------------------------------------- events
+    def on(self, event: str, fn: Callable[..., None]) -> None:
+        """Call ``fn(*args)`` on ``event``: "scene" (the Gaussians shown changed), "selection",
+        "modes" (render modes added / removed), "mode" (fn(mode)), "frame" (fn(ms) after a
+        full-resolution server render)."""
+        self._listeners.setdefault(event, []).append(fn)
+
+    def emit(self, event: str, *args: Any) -> None:
+        for fn in list(self._listeners.get(event, ())):
+            try:
+                fn(*args)
+            except Exception as e:  # a panel's listener must not break the viewer
+                logger.error("%s listener failed: %s\n%s", event, e, traceback.format_exc())
+                self.notify_error(f"Panel update ({event}) failed", _error_text(e))
+
     # ----------------------------------------------------------------- rendering
     def server_render_active(self) -> bool:
         return self.gui_values["display"] == DISPLAY_SERVER
 
     def displayed_params(self) -> dict[str, Any]:
+        """The Gaussians drawn: the scene (only the selection when "show only the selection"
+        is on), then the scene shown beside it, if any."""
         params = self.source.snapshot()
         if self.gui_values["filter_view"]:
             params = subset_params(params, self.selection(params))
+        if self.side is not None:
+            params = concat_scenes(params, self.side.params)
         return params
+
+    def _selection_for(self, params: dict[str, Any]) -> np.ndarray:
+        """The selection as a mask over ``params`` (displayed params: the scene, only its
+        selection when filtered, then the side scene, whose Gaussians are never selected)."""
+        n = int(params["means"].shape[0])
+        sel = self.selection()
+        if self.gui_values["filter_view"]:
+            sel = np.ones(int(sel.sum()), bool)
+        out = np.zeros(n, bool)
+        k = min(len(sel), n)
+        out[:k] = sel[:k]
+        return out
 
     def render(
         self, cam: ViewCamera, mode: str = "RGB", params: dict[str, Any] | None = None
@@ -425,16 +438,18 @@ class Viewer:
             and mode in self.source.render_fn_modes
             and self.source.render_fn is not None
             and not g["filter_view"]
+            and self.side is None
         ):
             return self._render_with_fn(cam, bg, mode)
         params = self.displayed_params() if params is None else params
-        if mode in self.extra_modes:
-            return self.extra_modes[mode](cam, params, bg)
+        entry = self.mode_fns.get(mode)
+        if entry is not None:
+            return _as_rgb8(entry.fn(cam, params), entry.colormap, entry.value_range, mode)
         if mode == SELECTION_MODE:
             return render_selection(
                 params,
                 cam,
-                self.selection(params),
+                self._selection_for(params),
                 sh_degree=int(g["sh_degree"]),
                 background=bg,
             )
@@ -466,12 +481,13 @@ class Viewer:
         return (img[..., :3].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
     def on_frame(self, renderer: ClientRenderer, level: str) -> None:
-        h = getattr(self, "_status_md", None)
-        if h is not None and level == "full":
-            h.content = self._status_text(renderer.last_ms)
+        if level == "full":
+            self.emit("frame", renderer.last_ms)
 
-    def _status_text(self, ms: float | None = None) -> str:
+    def status_text(self, ms: float | None = None) -> str:
         t = f"{self.source.n_gaussians:,} Gaussians"
+        if self.side is not None:
+            t += f" · beside: {self.side.name} ({int(self.side.params['means'].shape[0]):,})"
         if ms is not None:
             t += f" · last server render {ms:.0f} ms"
         return t
@@ -491,10 +507,81 @@ class Viewer:
         except AssertionError:
             return None
 
+    # ----------------------------------------------------------------- render modes
+    def add_render_mode(self, name: str, mode: RenderMode) -> None:
+        """Offer ``name`` (drawn by ``mode.fn``) in every browser's render-mode menu."""
+        if (
+            not name
+            or name in BUILTIN_MODE_NAMES
+            or (name in self.modes and name not in self.mode_fns)
+        ):
+            raise ValueError(f"render mode name {name!r} is empty or taken by a built-in mode")
+        owner = self.mode_fns.get(name)
+        if owner is not None and owner.owner != mode.owner:
+            raise ValueError(f"render mode {name!r} was already added by {owner.owner!r}")
+        if mode.colormap is not None:
+            from ...plugins.panel import COLORMAPS
+
+            if mode.colormap not in COLORMAPS:
+                raise ValueError(f"unknown colour map {mode.colormap!r}; choose one of {COLORMAPS}")
+        self.mode_fns[name] = mode
+        if name not in self.modes:
+            self.modes.append(name)
+            self.emit("modes", list(self.modes))
+        self.changed()
+
+    def remove_render_mode(self, name: str) -> None:
+        if name not in self.mode_fns:
+            return
+        del self.mode_fns[name]
+        self.modes.remove(name)
+        if self.gui_values["mode"] == name:
+            self.set_mode("RGB")
+        self.emit("modes", list(self.modes))
+        self.changed()
+
+    def set_mode(self, mode: str) -> None:
+        """Switch every browser to ``mode`` (server render; see :attr:`modes`)."""
+        if mode not in self.modes:
+            raise ValueError(f"unknown render mode {mode!r}; modes: {self.modes}")
+        self.gui_values["mode"] = mode
+        if mode != "RGB":
+            self.set_display(DISPLAY_SERVER)
+        self.emit("mode", mode)
+        self.changed()
+
+    def set_display(self, display: str) -> None:
+        """ "browser splats" or "server render"."""
+        if display not in (DISPLAY_BROWSER, DISPLAY_SERVER):
+            raise ValueError(f"unknown display {display!r}")
+        if self.gui_values["display"] == display:
+            return
+        self.gui_values["display"] = display
+        visible = display == DISPLAY_BROWSER
+        for h in (self._splat_handle, self._side_handle):
+            if h is not None:
+                h.visible = visible
+        self.emit("display", display)
+        self.changed()
+
+    def set_filter_view(self, on: bool) -> None:
+        """Draw only the selected Gaussians (the Edit tab's "Show only the selection")."""
+        self.gui_values["filter_view"] = bool(on)
+        self.refresh_splats()
+        self.emit("selection")
+        self.changed()
+
     # ----------------------------------------------------------------- scene nodes
     def refresh_splats(self) -> None:
         """(Re)send the browser splats (after a training update or a filter change)."""
-        params = self.displayed_params()
+        params = self.source.snapshot()
+        if self.gui_values["filter_view"]:
+            params = subset_params(params, self.selection(params))
+        self._splat_handle = self._send_splats("/splats", params)
+        if self.side is not None:
+            self._side_handle = self._send_splats("/side_scene", self.side.params)
+
+    def _send_splats(self, node: str, params: dict[str, Any]) -> Any:
         n = int(params["means"].shape[0])
         if n > self.cfg.max_browser_splats:
             import torch
@@ -506,15 +593,14 @@ class Viewer:
             )
             params = {k: v[top] for k, v in params.items() if v.shape[:1] == (n,)}
         arrays = browser_splat_arrays(params)
-        visible = not self.server_render_active()
-        self._splat_handle = self.server.scene.add_gaussian_splats(
-            "/splats",
+        return self.server.scene.add_gaussian_splats(
+            node,
             centers=arrays["centers"],
             covariances=arrays["covariances"],
             rgbs=arrays["rgbs"],
             opacities=arrays["opacities"],
             scale=arrays["unit"],
-            visible=visible,
+            visible=not self.server_render_active(),
         )
 
     def _add_frustums(self) -> None:
@@ -549,6 +635,18 @@ class Viewer:
             self._frustums.append(fr)
             self._frustum_of[int(i)] = fr
 
+    def set_frustums_visible(self, visible: bool) -> None:
+        """Show / hide the training-camera frustums (the one the camera sits in stays hidden)."""
+        self.frustums_visible = bool(visible)
+        for f in self._frustums:
+            f.visible = self.frustums_visible and f is not self._hidden_frustum
+
+    def set_points_visible(self, visible: bool, point_size: float | None = None) -> None:
+        if self._points_handle is not None:
+            self._points_handle.visible = bool(visible)
+            if point_size is not None:
+                self._points_handle.point_size = float(point_size)
+
     def _jump_to_camera_event(self, i: int, event: Any) -> None:
         self.jump_to_camera(event.client, i)
 
@@ -564,9 +662,8 @@ class Viewer:
             client.camera.position = pos
             client.camera.wxyz = wxyz
         # seen from its own centre a frustum covers the view: hide it until the next jump
-        show = bool(getattr(self, "_show_frustums", True))
         if self._hidden_frustum is not None:
-            self._hidden_frustum.visible = show
+            self._hidden_frustum.visible = self.frustums_visible
         self._hidden_frustum = self._frustum_of.get(i)
         if self._hidden_frustum is not None:
             self._hidden_frustum.visible = False
@@ -610,102 +707,157 @@ class Viewer:
 
     # ----------------------------------------------------------------- selection
     def selection(self, params: dict[str, Any] | None = None) -> np.ndarray:
-        """Bool [N] of the Gaussians inside the crop box (if enabled) passing the filters."""
+        """Bool [N]: the selection filters (the Edit tab's crop box, opacity and scale) AND the
+        selection set by panels (:meth:`set_selection`)."""
         params = self.source.snapshot() if params is None else params
-        g = self.gui_values
-        box = g.get("crop")
+        n = int(params["means"].shape[0])
         key = (
             self.source.version,
-            params["means"].shape[0],
-            repr(box),
-            g.get("min_opacity"),
-            g.get("max_scale"),
-            self._feature_selection_id,
+            n,
+            tuple(f.selection_key() for f in self.selection_filters),
+            self._picked_id,
         )
         if self._selection_cache is not None and self._selection_cache[0] == key:
             return self._selection_cache[1]
-        kw: dict[str, Any] = {
-            "min_opacity": float(g.get("min_opacity", 0.0)),
-            "max_scale": float(g.get("max_scale", float("inf"))),
-        }
-        if box is not None:
-            kw.update(box_center=box[0], box_wxyz=box[1], box_size=box[2])
-        mask = selection_mask(params, **kw)
-        fs = self.feature_selection
-        if fs is not None and fs.shape == mask.shape:
-            mask = mask & fs
+        mask = np.ones(n, dtype=bool)
+        for f in self.selection_filters:
+            mask &= np.asarray(f.mask(params), dtype=bool)
+        picked = self._picked
+        if picked is not None and picked.shape == mask.shape:
+            mask = mask & picked
         self._selection_cache = (key, mask)
         return mask
 
-    def set_mode(self, mode: str) -> None:
-        """Switch every browser to ``mode`` (server render; see :attr:`modes`)."""
-        if mode not in self.modes:
-            raise ValueError(f"unknown render mode {mode!r}; modes: {self.modes}")
-        handles = getattr(self, "gui_handles", None)
-        if handles is not None:
-            handles["mode"].value = mode  # its callback switches to server renders
-        self.gui_values["mode"] = mode
-        if self.gui_values["display"] != DISPLAY_SERVER:
-            self.gui_values["display"] = DISPLAY_SERVER
-            if handles is not None:
-                handles["display"].value = DISPLAY_SERVER
-            if self._splat_handle is not None:
-                self._splat_handle.visible = False
+    def set_selection(self, mask: np.ndarray | None) -> None:
+        """The Gaussians picked by a query, a click or a plugin (None: no such restriction);
+        ANDed with the selection filters in :meth:`selection`."""
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool).reshape(-1).copy()
+            if mask.shape[0] != self.source.n_gaussians:
+                raise ValueError(
+                    f"a selection of {mask.shape[0]:,} entries for a scene of "
+                    f"{self.source.n_gaussians:,} Gaussians"
+                )
+        self._picked = mask
+        self._picked_id += 1
+        self.selection_changed()
+
+    def selection_changed(self) -> None:
+        """A selection filter or the picked set changed: panels and renders follow."""
+        self._selection_cache = None
+        if self.gui_values["filter_view"]:
+            self.refresh_splats()
+        self.emit("selection")
         self.changed()
 
-    def set_feature_selection(self, mask: np.ndarray | None) -> None:
-        """The Gaussians picked by a query or a click (None: no such restriction); ANDed with
-        the Edit tab's crop box and filters in :meth:`selection`."""
-        self.feature_selection = None if mask is None else np.asarray(mask, dtype=bool).copy()
-        self._feature_selection_id += 1
-        hook = getattr(self, "_edit_update", None)
-        if hook is not None:
-            hook(refresh_splats=bool(self.gui_values["filter_view"]))
-        else:
-            self.changed()
-
+    # ----------------------------------------------------------------- scenes
     def replace_scene(self, params: dict[str, Any], message: str = "") -> None:
-        """Show ``params`` instead of the current Gaussians (delete / extract); the files on disk
-        are untouched. The feature selection is cleared."""
+        """Show ``params`` instead of the current Gaussians (delete / extract / a plugin's
+        scene); the files on disk are untouched. The picked selection is cleared."""
         self.source.replace(params)
-        self.feature_selection = None
-        self._feature_selection_id += 1
+        self._picked = None
+        self._picked_id += 1
         self._selection_cache = None
         self.refresh_splats()
-        h = getattr(self, "_status_md", None)
-        if h is not None:
-            h.content = self._status_text()
-        hook = getattr(self, "_edit_update", None)
-        if hook is not None:
-            hook(refresh_splats=False)
+        self.emit("scene")
+        self.emit("selection")
+        self.changed()
+
+    def restore_scene(self) -> None:
+        """Back to the scene as loaded (after delete / extract / a replacement)."""
+        self.replace_scene(dict(self.original_params))
+
+    def show_beside(self, params: dict[str, Any], name: str = "scene") -> None:
+        """Show ``params`` next to the current scene, shifted along +x past its bounding box."""
+        import torch
+
+        main = self.source.snapshot()
+        p = {k: v.detach().cpu() for k, v in params.items()}
+        if p["means"].shape[0] == 0:
+            raise ValueError(f"the scene {name!r} has no Gaussians")
+        m_main = main["means"].detach().cpu().float()
+        m_side = p["means"].float()
+        lo_main = torch.quantile(m_main[:, 0], 0.99) if len(m_main) else torch.tensor(0.0)
+        lo_side = torch.quantile(m_side[:, 0], 0.01)
+        ext = (
+            float((m_main.quantile(0.98, 0) - m_main.quantile(0.02, 0)).max())
+            if len(m_main)
+            else 1.0
+        )
+        dx = float(lo_main - lo_side) + 0.1 * max(ext, 1e-3)
+        offset = np.array([dx, 0.0, 0.0])
+        p["means"] = p["means"] + torch.as_tensor(offset, dtype=p["means"].dtype)
+        self.side = SideScene(p, name, offset)
+        self._side_handle = self._send_splats("/side_scene", p)
+        self.emit("scene")
+        self.changed()
+
+    def clear_side(self) -> None:
+        if self.side is None:
+            return
+        self.side = None
+        if self._side_handle is not None:
+            self._side_handle.remove()
+            self._side_handle = None
+        self.emit("scene")
         self.changed()
 
     # ----------------------------------------------------------------- GUI
     def _build_gui(self, training: Any) -> None:
-        from . import panels
+        from .context import ViewerPanelContext
+        from .panels import builtin_panels
 
         gui = self.server.gui
         gui.configure_theme(control_width="large", dark_mode=True, show_logo=False)
         tabs = gui.add_tab_group()
-        with tabs.add_tab("View"):
-            panels.build_view_panel(self)
-        with tabs.add_tab("Paths"):
-            panels.build_path_panel(self)
-        with tabs.add_tab("Edit"):
-            panels.build_edit_panel(self)
-        if self.feature_field is not None:
-            from . import feature_panels
+        for title, cls in builtin_panels(self, training):
+            with tabs.add_tab(title) as tab:
+                ctx = ViewerPanelContext(self, title, tab)
+                self.contexts[title] = ctx
+                self.panels[title] = (
+                    cls(ctx) if training is None or title != "Train" else cls(ctx, training)
+                )
 
-            if self.feature_field.text_aligned:
-                with tabs.add_tab("Query"):
-                    feature_panels.build_query_panel(self)
-            with tabs.add_tab("Segment"):
-                feature_panels.build_segment_panel(self)
-        if training is not None:
-            with tabs.add_tab("Train"):
-                panels.build_train_panel(self, training)
-        with tabs.add_tab("Plugins"):
-            panels.build_plugins_panel(self)
+
+BUILTIN_MODE_NAMES = frozenset({"RGB", "depth", "alpha", "normals", SELECTION_MODE})
+
+
+def _as_rgb8(
+    img: np.ndarray, colormap: str | None, value_range: tuple[float, float] | None, mode: str
+) -> np.ndarray:
+    """A panel mode's output -> uint8 [H, W, 3]: uint8 RGB as is, scalars through the colour map."""
+    from ...plugins.panel import apply_colormap
+
+    a = np.asarray(img)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 1):
+        return apply_colormap(a, colormap or "turbo", value_range)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        if a.dtype == np.uint8:
+            return np.ascontiguousarray(a[..., :3])
+        return (np.clip(a[..., :3].astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    raise ValueError(
+        f"render mode {mode!r} returned shape {a.shape}; expected uint8 [H, W, 3] or float [H, W]"
+    )
+
+
+def concat_scenes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two Gaussian dicts drawn together: the keys both have with the same trailing shape
+    (shN zero-padded to the larger SH degree)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for k, va in a.items():
+        if k not in b:
+            continue
+        vb = b[k].to(va.device, va.dtype) if b[k].is_floating_point() else b[k].to(va.device)
+        if k == "shN" and va.shape[1] != vb.shape[1]:
+            kk = max(va.shape[1], vb.shape[1])
+            va = torch.nn.functional.pad(va, (0, 0, 0, kk - va.shape[1]))
+            vb = torch.nn.functional.pad(vb, (0, 0, 0, kk - vb.shape[1]))
+        if va.shape[1:] != vb.shape[1:]:
+            continue
+        out[k] = torch.cat([va.detach(), vb.detach()], 0)
+    return out
 
 
 def run_viewer(cfg: ViewerConfig) -> None:

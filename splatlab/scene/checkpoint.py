@@ -349,7 +349,7 @@ class LoadedScene:
 
     params: torch.nn.ParameterDict
     source: Path  # the file the params came from
-    kind: str  # "checkpoint" | "ply" | "splat"
+    kind: str  # "checkpoint" or a format of splatlab.scene.formats ("ply", "splat", "spz", ...)
     step: int | None = None  # training step (checkpoints only)
     # [4, 4] maps ORIGINAL coordinates to the frame of ``params`` (x_params = transform @ x_orig):
     # the Dataset's normalisation for a checkpoint, the identity for a .ply/.splat file.
@@ -361,16 +361,18 @@ class LoadedScene:
 
 def load_scene(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedScene:
     """Load a scene from a run directory (latest checkpoint, else ``scene.ply``), a checkpoint
-    file (``.pt``), a ``.ply`` or a ``.splat`` file."""
-    from .gaussians import load_ply, load_splat
-
+    file (``.pt``) or a scene file of any format of :mod:`splatlab.scene.formats` (.ply, .splat,
+    .spz, .compressed.ply, .sog)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
-            f"{path} does not exist; pass a run directory, a .pt checkpoint, a .ply or a .splat"
+            f"{path} does not exist; pass a run directory, a .pt checkpoint or a scene file "
+            "(.ply, .splat, .spz, .compressed.ply, .sog)"
         )
     run_dir: Path | None = None
-    if path.is_dir():
+    if path.is_dir() and (path / "meta.json").is_file() and not (path / CONFIG_JSON).is_file():
+        pass  # a SOG scene in folder form
+    elif path.is_dir():
         run_dir = path
         ckpt_path = latest_checkpoint(path)
         if ckpt_path is None:
@@ -391,14 +393,15 @@ def load_scene(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         config = load_json(run_dir / CONFIG_JSON)
 
     suffix = path.suffix.lower()
-    if suffix == ".ply":
-        return LoadedScene(params=load_ply(path), source=path, kind="ply", config=config)
-    if suffix == ".splat":
-        return LoadedScene(params=load_splat(path), source=path, kind="splat", config=config)
-    if suffix != ".pt":
-        raise CheckpointError(
-            f"{path}: unknown scene file type {suffix!r} (expected .pt, .ply or .splat)"
-        )
+    if suffix != ".pt" or path.is_dir():
+        from .formats import FORMATS, detect_format, load_scene_file
+
+        try:
+            fmt = detect_format(path)
+        except DataError as e:
+            known = ", ".join(sorted({x for v in FORMATS.values() for x in v}))
+            raise CheckpointError(f"{path}: unknown scene file type (expected .pt, {known})") from e
+        return LoadedScene(params=load_scene_file(path, format=fmt), source=path, kind=fmt, config=config)
 
     ckpt = load_checkpoint(path, map_location=map_location)
     extra = dict(ckpt.get("extra", {}))

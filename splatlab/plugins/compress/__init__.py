@@ -1,0 +1,1 @@
+"""Compress plugins: scene codecs, INR image / video codecs, coding for machines (shared RD harness in rd.py)."""

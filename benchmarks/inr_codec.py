@@ -1,0 +1,134 @@
+"""INR image codec (COOL-CHIC / C3 style, issue 12) on Kodak against JPEG, WebP, AVIF, HEVC intra
+and JPEG XL: RD points, per-image BD-rate (PCHIP over log10 bpp vs PSNR, averaged over images),
+encode and decode times. Prints markdown rows; ``--json`` also writes every point, ``--html`` the
+plotly RD figure of the mean curves.
+
+Rates are the bytes of each file. Kodak is ``../shared/data/kodak`` (24 PNGs, 768x512); a full
+encode of a whole image per rate takes long on 2 cores, so the default is a fixed subset of 6
+images, each centre-cropped to ``--crop`` pixels (named in the rows). Usage:
+
+    python benchmarks/inr_codec.py [--images kodim01 kodim04 kodim08 kodim15 kodim19 kodim23]
+        [--crop 256] [--steps 600] [--lmbdas 4e-3 1e-3 2.5e-4] [--enhance 0] [--quantizer softround]
+        [--json out.json] [--html rd.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from splatlab.plugins.compress import rd
+from splatlab.plugins.compress.inr import CodecOptions, decode, encode_image
+
+KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+
+
+def load(name: str, crop: int) -> np.ndarray:
+    img = np.asarray(Image.open(KODAK / f"{name}.png").convert("RGB"))
+    if crop:
+        h, w = img.shape[:2]
+        c = min(crop, h, w)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        img = img[y0 : y0 + c, x0 : x0 + c]
+    return np.ascontiguousarray(img)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", nargs="+", default=["kodim01", "kodim04", "kodim08", "kodim15", "kodim19", "kodim23"])
+    ap.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole image)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--lmbdas", type=float, nargs="+", default=[4e-3, 1e-3, 2.5e-4])
+    ap.add_argument("--enhance", type=int, default=0)
+    ap.add_argument("--quantizer", default="softround", choices=["softround", "gumbel"])
+    ap.add_argument("--anchors", nargs="+", default=list(rd.ANCHORS))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--html", type=Path, default=None)
+    args = ap.parse_args()
+
+    points: dict[str, dict[str, list[rd.RDPoint]]] = {}
+    ours = f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer})"
+    extra: list[dict] = []
+    for name in args.images:
+        img = load(name, args.crop)
+        per = points.setdefault(name, {})
+        for codec in args.anchors:
+            per[codec] = rd.anchor_curve(codec, img)
+        per[ours] = []
+        for lm in args.lmbdas:
+            opts = CodecOptions(lmbda=lm, steps=args.steps, enhance=args.enhance, quantizer=args.quantizer)
+            res = encode_image(img, opts)
+            t0 = time.perf_counter()
+            out = decode(res.data)
+            dt = time.perf_counter() - t0
+            assert np.array_equal(out, res.decoded)
+            h, w = img.shape[:2]
+            pt = rd.RDPoint(ours, lm, len(res.data), 8 * len(res.data) / (h * w), rd.psnr(out, img),
+                            rd.ms_ssim(out, img), res.encode_seconds, dt)
+            per[ours].append(pt)
+            extra.append({"image": name, "lmbda": lm, "estimated_bits": res.estimated_bits,
+                          "file_bits": 8 * len(res.data), "steps": res.steps})
+            print(f"<!-- {name} lambda={lm:g}: {pt.bpp:.3f} bpp {pt.psnr:.2f} dB, est/file "
+                  f"{res.estimated_bits['total'] / (8 * len(res.data)):.4f}, enc {pt.encode_s:.0f} s, "
+                  f"dec {dt:.2f} s -->", flush=True)
+
+    crop = f"centre {args.crop}x{args.crop} crop" if args.crop else "full image"
+    print(f"\nKodak {', '.join(args.images)} ({crop}); {platform.processor() or platform.machine()}; "
+          f"{time.strftime('%Y-%m-%d')}\n")
+    print("| image | codec | setting | bytes | bpp | PSNR dB | MS-SSIM | encode s | decode s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, per in points.items():
+        for codec, pts in per.items():
+            for p in pts:
+                setting = f"lambda {p.quality:g}" if codec == ours else f"q {p.quality:g}"
+                print(f"| {name} | {codec} | {setting} | {p.num_bytes} | {p.bpp:.3f} | {p.psnr:.2f} | "
+                      f"{p.ms_ssim:.4f} | {p.encode_s:.2f} | {p.decode_s:.3f} |")
+    print("\n| ours vs anchor | mean BD-rate % (PCHIP) | mean BD-PSNR dB | images with overlap |")
+    print("|---|---|---|---|")
+    for codec in args.anchors:
+        bdr, bdp = [], []
+        for per in points.values():
+            a, o = per[codec], per[ours]
+            try:
+                bdr.append(rd.bd_rate([p.bpp for p in a], [p.psnr for p in a],
+                                      [p.bpp for p in o], [p.psnr for p in o]))
+            except Exception:
+                pass
+            try:
+                bdp.append(rd.bd_psnr([p.bpp for p in a], [p.psnr for p in a],
+                                      [p.bpp for p in o], [p.psnr for p in o]))
+            except Exception:
+                pass
+        r = f"{np.mean(bdr):+.1f}" if bdr else "n/a"
+        p_ = f"{np.mean(bdp):+.2f}" if bdp else "n/a"
+        print(f"| {codec} | {r} | {p_} | {len(bdr)}/{len(points)} (rate), {len(bdp)}/{len(points)} (PSNR) |")
+    enc = [p.encode_s for per in points.values() for p in per[ours]]
+    dec = [p.decode_s for per in points.values() for p in per[ours]]
+    print(f"\nours: encode {np.mean(enc):.0f} s mean ({max(enc):.0f} s max) per image per rate, "
+          f"decode {np.mean(dec):.2f} s mean ({max(dec):.2f} s max)")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "points": {n: {c: [p.as_dict() for p in pts] for c, pts in per.items()} for n, per in points.items()},
+            "ours": extra}, indent=1))
+    if args.html:
+        mean_curves = {}
+        for codec in [*args.anchors, ours]:
+            n = len(points[args.images[0]][codec])
+            mean_curves[codec] = [
+                rd.RDPoint(codec, points[args.images[0]][codec][i].quality,
+                           int(np.mean([points[im][codec][i].num_bytes for im in points])),
+                           float(np.mean([points[im][codec][i].bpp for im in points])),
+                           float(np.mean([points[im][codec][i].psnr for im in points])),
+                           float(np.mean([points[im][codec][i].ms_ssim for im in points])), 0.0, 0.0)
+                for i in range(n)]
+        rd.rd_figure(mean_curves, title=f"Kodak ({crop}), mean over {len(points)} images").write_html(args.html)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The container of an INR image file.
+
+Layout (little endian)::
+
+    magic "iC" | version u8 | height u16 | width u16
+    n_levels u8 | ctx_k u8 | n_ctx u8 | arm_hidden u8 | arm_layers u8 | syn_hidden u8 | enhance u8
+    latent support R u16                      (latents coded on [-R, R])
+    per weight group (arm.w, arm.b, syn.w, syn.b[, enh.w, enh.b]):
+        k u8 (step 2^-k) | scale index u8 (Laplace scale 2^(i/8 - 4)) | M u16 (ints on [-M, M])
+    crc32 u32                                 (of everything before it and of the payload)
+    payload: u32 words of one constriction range-coder stream: the weights of each group in
+             order, then every latent in wavefront order (see arm.py)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ....errors import DataError
+from .model import Arch
+
+MAGIC = b"iC"
+VERSION = 1
+MAX_PIXELS = 1 << 26
+"""Largest image a file may declare (64 Mpx): a larger header is taken as corrupted."""
+_ARCH = struct.Struct("<2sBHHBBBBBBBH")
+_GROUP = struct.Struct("<BBH")
+
+
+def weight_groups(arch: Arch) -> list[str]:
+    g = ["arm.w", "arm.b", "syn.w", "syn.b"]
+    if arch.enhance:
+        g += ["enh.w", "enh.b"]
+    return g
+
+
+def weight_scale(idx: int) -> float:
+    """The Laplace scale of a weight group from its header byte."""
+    return 2.0 ** (idx / 8.0 - 4.0)
+
+
+@dataclass
+class GroupHeader:
+    k: int
+    scale_idx: int
+    max_abs: int
+
+
+@dataclass
+class Header:
+    arch: Arch
+    latent_max: int
+    groups: dict[str, GroupHeader]
+
+
+def pack(header: Header, words: np.ndarray) -> bytes:
+    a = header.arch
+    head = _ARCH.pack(
+        MAGIC, VERSION, a.height, a.width, a.n_levels, a.ctx_k, a.n_ctx, a.arm_hidden,
+        a.arm_layers, a.syn_hidden, a.enhance, header.latent_max,
+    )
+    for g in weight_groups(a):
+        gh = header.groups[g]
+        head += _GROUP.pack(gh.k, gh.scale_idx, gh.max_abs)
+    payload = np.asarray(words, dtype="<u4").tobytes()
+    crc = zlib.crc32(head + payload)
+    return head + struct.pack("<I", crc) + payload
+
+
+def header_size(arch: Arch) -> int:
+    return _ARCH.size + _GROUP.size * len(weight_groups(arch)) + 4
+
+
+def unpack(data: bytes, name: str = "bitstream") -> tuple[Header, np.ndarray]:
+    """Parse and check a file. Raises DataError naming ``name`` when it is not an INR image file,
+    is truncated or corrupted (CRC mismatch)."""
+    if len(data) < _ARCH.size:
+        raise DataError(f"{name}: {len(data)} bytes is too short for an INR image file (truncated?)")
+    fields = _ARCH.unpack_from(data, 0)
+    if fields[0] != MAGIC:
+        raise DataError(f"{name}: not an INR image file (magic {fields[0]!r}, expected {MAGIC!r})")
+    if fields[1] != VERSION:
+        raise DataError(f"{name}: format version {fields[1]} is not supported (this reader: {VERSION})")
+    h, w, nl, ck, nc, ah, al, sh, en, lmax = fields[2:]
+    if min(h, w, nl, nc, ah, sh) == 0 or nl > 16 or ck > 8 or h * w > MAX_PIXELS:
+        raise DataError(f"{name}: header is corrupted (sizes {h}x{w}, levels {nl})")
+    arch = Arch(height=h, width=w, n_levels=nl, ctx_k=ck, n_ctx=nc, arm_hidden=ah,
+                arm_layers=al, syn_hidden=sh, enhance=en)
+    n = header_size(arch)
+    if len(data) < n or (len(data) - n) % 4:
+        raise DataError(f"{name}: {len(data)} bytes does not hold a whole file (truncated?)")
+    groups = {}
+    off = _ARCH.size
+    for g in weight_groups(arch):
+        k, si, m = _GROUP.unpack_from(data, off)
+        groups[g] = GroupHeader(k, si, m)
+        off += _GROUP.size
+    (crc,) = struct.unpack_from("<I", data, off)
+    payload = data[n:]
+    if zlib.crc32(data[:off] + payload) != crc:
+        raise DataError(f"{name}: checksum mismatch: the file is corrupted or truncated")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    return Header(arch, lmax, groups), words

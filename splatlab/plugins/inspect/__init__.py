@@ -1,0 +1,1 @@
+"""Inspect plugins: anomaly maps, image and audio deepfake detection."""

@@ -1,0 +1,1 @@
+"""Anomaly maps: Reverse Distillation (RD4AD) training, scoring, metrics, data and its plugin."""

@@ -227,9 +227,12 @@ class _TrainCommand:
         console.print(f"training with {trainer.components.describe()}")
         if self.view:
             from .viewer import attach_training_viewer
+            from .viewer.server import bind_warning
 
             attach_training_viewer(trainer, host=self.host, port=self.port)
             console.print(f"viewer: http://{self.host}:{self.port}")
+            if bind_warning(self.host):
+                console.print(f"[yellow]{bind_warning(self.host)}", soft_wrap=True)
         result = _progress_trainer(trainer, cfg.steps, console)
         metrics = trainer.evaluate() if self.evaluate and not result.interrupted else None
         _report(console, result, metrics)

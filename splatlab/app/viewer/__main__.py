@@ -7,7 +7,7 @@ import sys
 import tyro
 
 from ...errors import SplatlabError
-from .server import Viewer, ViewerConfig
+from .server import Viewer, ViewerConfig, bind_warning
 
 
 def main() -> int:
@@ -18,6 +18,9 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"viewer: {viewer.url}", flush=True)
+    warning = bind_warning(cfg.host)
+    if warning:
+        print(warning.replace("on port", f"on port {viewer.port}"), flush=True)
     try:
         import time
 

@@ -48,7 +48,7 @@ from .render import (
 )
 from .source import SceneSource, load_source
 
-__all__ = ["ViewerConfig", "Viewer", "run_viewer"]
+__all__ = ["ViewerConfig", "Viewer", "run_viewer", "bind_warning"]
 
 logger = logging.getLogger(__name__)
 
@@ -319,25 +319,46 @@ class Viewer:
         return None if c is None or len(c.viewmats) == 0 else np.asarray(c.viewmats)
 
     def _install_upload_cap(self) -> None:
-        """Stop buffering an upload as soon as its announced size is over the cap (viser would
-        otherwise keep every part in memory); the panel callbacks check size and type again."""
+        """Bound what an upload can make the server hold: refused at once when its announced size
+        is over the cap, and dropped as soon as the bytes RECEIVED pass the announced size or the
+        cap (a hostile client may announce 100 bytes and send megabytes of parts). Viser buffers
+        a part before this handler runs, so at most one part is held beyond the limit; then the
+        transfer's buffer is released. The panel callbacks check size, type and content again."""
         from viser import _messages
 
         gui = self.server.gui
         cap = self.max_upload_bytes
+        received: dict[str, int] = {}
+
+        def refuse(client_id: int, transfer: str, what: str) -> None:
+            states = getattr(gui, "_current_file_upload_states", {})
+            states.pop(transfer, None)
+            received.pop(transfer, None)
+            client = self.server.get_clients().get(client_id)
+            self.notify_error("Upload refused", f"{what}; the limit is {cap / 2**20:.1f} MiB", client=client)
 
         def on_start(client_id: int, message: Any) -> None:
             if message.size_bytes > cap:
-                states = getattr(gui, "_current_file_upload_states", {})
-                states.pop(message.transfer_uuid, None)
-                client = self.server.get_clients().get(client_id)
-                self.notify_error(
-                    "Upload refused",
-                    f"{message.filename} is {message.size_bytes / 1e6:.1f} MB; the limit is {cap / 1e6:.1f} MB",
-                    client=client,
-                )
+                refuse(client_id, message.transfer_uuid,
+                       f"{message.filename} is {message.size_bytes / 2**20:.1f} MiB")
 
-        self.server._websock_server.register_handler(_messages.FileTransferStartUpload, on_start)
+        def on_part(client_id: int, message: Any) -> None:
+            states = getattr(gui, "_current_file_upload_states", {})
+            for t in [t for t in received if t not in states]:  # finished or dropped transfers
+                received.pop(t, None)
+            state = states.get(message.transfer_uuid)
+            if state is None:
+                return
+            n = received.get(message.transfer_uuid, 0) + len(message.content)
+            received[message.transfer_uuid] = n
+            announced = int(state.get("total_bytes", cap)) if isinstance(state, dict) else cap
+            if n > min(cap, announced):
+                refuse(client_id, message.transfer_uuid,
+                       f"an upload sent {n / 2**20:.1f} MiB, more than it announced ({announced} bytes)")
+
+        ws = self.server._websock_server
+        ws.register_handler(_messages.FileTransferStartUpload, on_start)
+        ws.register_handler(_messages.FileTransferPart, on_part)
 
     def notify_error(self, title: str, body: str, client: Any = None) -> None:
         """Show an error notification in one browser (or all) and remember it."""
@@ -860,9 +881,32 @@ def concat_scenes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def bind_warning(host: str) -> str | None:
+    """A warning for a listen address other than loopback (anyone on that network can then open
+    the viewer, see the scene, upload files and run plugins), else None."""
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    where = "every network interface" if host in ("0.0.0.0", "::") else host
+    return (
+        f"WARNING: the viewer listens on {where}: anyone who can reach this machine on port "
+        "can view the scene, upload files and run plugins. Use --host 127.0.0.1 to keep it local."
+    )
+
+
 def run_viewer(cfg: ViewerConfig) -> None:
-    """Serve ``cfg.scene`` until Ctrl-C."""
+    """Serve ``cfg.scene`` until Ctrl-C (prints the address and, off loopback, a warning)."""
     viewer = Viewer(cfg)
+    print(f"viewer: {viewer.url}", flush=True)
+    warning = bind_warning(cfg.host)
+    if warning:
+        print(warning.replace("on port", f"on port {viewer.port}"), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -579,13 +579,17 @@ class Plugin:
             opts = self.options_from({k: g() for k, g in getters.items()})
             inputs = ctx.inputs()
             inputs.uploads = dict(uploads)
-            ctx.run_job(
-                lambda progress: self.run(inputs, opts, progress),
-                label=self.name,
-                on_done=ctx.show_report,
-                on_finish=finished,
-            )
-            run_btn.disabled = True
+            run_btn.disabled = True  # before the job starts: it may finish before run_job returns
+            try:
+                ctx.run_job(
+                    lambda progress: self.run(inputs, opts, progress),
+                    label=self.name,
+                    on_done=ctx.show_report,
+                    on_finish=finished,
+                )
+            except BaseException:
+                run_btn.disabled = False
+                raise
 
 
 def _option_inputs(

@@ -41,6 +41,8 @@ def served(tmp_path_factory):
     page = browser.new_page(viewport={"width": 960, "height": 640})
     page.goto(f"http://127.0.0.1:{port}/")
     page.get_by_text("Gaussians").first.wait_for(timeout=60_000)
+    # the first server render has reached the page (slow on a loaded machine)
+    page.get_by_text("last server render").first.wait_for(timeout=120_000)
     hide_frustums(page)
     try:
         yield {"proc": proc, "port": port, "page": page, "run": run}

@@ -266,14 +266,20 @@ class ViewerPanelContext:
                     except Exception as e:
                         logger.error("%s on_finish failed: %s", label, e)
 
-        job = self.jobs.start(fn, name=label, on_progress=show_progress, on_finish=finish)
-        self.last_job = job
+        # the UI first: a job may finish (and call ``finish``) before ``start`` returns
+        previous = (ui["bar"].visible, ui["cancel"].visible, ui["status"].content)
         ui["bar"].value = 0.0
         ui["bar"].visible = True
         ui["status"].content = f"**{label}**: starting"
         ui["status"].visible = True
         ui["cancel"].disabled = False
         ui["cancel"].visible = True
+        try:
+            job = self.jobs.start(fn, name=label, on_progress=show_progress, on_finish=finish)
+        except BaseException:  # e.g. another job of this panel still runs: leave its UI as it was
+            ui["bar"].visible, ui["cancel"].visible, ui["status"].content = previous
+            raise
+        self.last_job = job
         return job
 
     def cancel_job(self) -> None:

@@ -229,25 +229,13 @@ def _read_wav_stdlib(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _load_scene_params(path: Path, device: str) -> tuple[Any, Any]:
-    """(params, LoadedScene or None) from a run directory, checkpoint or scene file (through
-    ``splatlab.scene.formats.load_scene_file`` when that module is present)."""
+    """(params, LoadedScene) from a run directory, checkpoint or scene file (every format of
+    ``splatlab.scene.formats``, through :func:`splatlab.scene.checkpoint.load_scene`)."""
     from ..scene.checkpoint import load_scene
 
-    loaded = None
     try:
-        if path.is_file() and path.suffix.lower() != ".pt":
-            try:
-                from ..scene.formats import load_scene_file  # type: ignore[attr-defined]
-            except ImportError:  # older trees: .ply / .splat through load_scene
-                load_scene_file = None
-            if load_scene_file is not None:
-                params = load_scene_file(path)
-            else:
-                loaded = load_scene(path, map_location=device)
-                params = loaded.params
-        else:
-            loaded = load_scene(path, map_location=device)
-            params = loaded.params
+        loaded = load_scene(path, map_location=device)
+        params = loaded.params
     except CheckpointError as e:
         raise DataError(str(e)) from e
     except DataError:
@@ -260,9 +248,24 @@ def _load_scene_params(path: Path, device: str) -> tuple[Any, Any]:
     return {k: v.detach().to(device) for k, v in params.items()}, loaded
 
 
+def _stored_render_fn(loaded: Any, params: Mapping[str, Any]) -> Any:
+    """The render function of the method that stored the scene (e.g. GaussianShader's shading),
+    or None for plain SH scenes; a part that fails to open is logged and the scene renders with
+    its SH (as in the viewer)."""
+    if loaded is None:
+        return None
+    from ..training.stored import open_stored
+
+    parts = open_stored(loaded, params, strict=False)
+    if parts.render_fn is None or "RGB" not in parts.render_modes:
+        return None
+    return parts.render_fn
+
+
 def _scene_inputs(cls: type[PluginInputs], path: Path, device: str) -> PluginInputs:
     params, loaded = _load_scene_params(path, device)
-    inputs = cls(path=path, params=params, render=make_scene_renderer(params))
+    render = make_scene_renderer(params, _stored_render_fn(loaded, params))
+    inputs = cls(path=path, params=params, render=render)
     if loaded is not None and loaded.cameras is not None and len(loaded.cameras.widths):
         cams = loaded.cameras
         i = 0  # split_every_nth puts view 0 in the test set
@@ -311,9 +314,13 @@ class SimpleCamera:
 HEADLESS_MODES = ("RGB", "depth", "alpha")
 
 
-def make_scene_renderer(params: Mapping[str, Any]) -> Callable[[Any, str], np.ndarray]:
+def make_scene_renderer(
+    params: Mapping[str, Any], rgb_fn: Callable[..., Any] | None = None
+) -> Callable[[Any, str], np.ndarray]:
     """``render(camera, mode) -> uint8 [H, W, 3]`` of ``params`` for mode in
-    :data:`HEADLESS_MODES` (RGB with all stored SH, depth TURBO-coloured, alpha grey)."""
+    :data:`HEADLESS_MODES` (RGB with all stored SH, or through ``rgb_fn`` — a stored method's
+    ``render_fn(viewmat, K, w, h, ...) -> (colors, alpha, info)`` such as GaussianShader's shading
+    — depth TURBO-coloured, alpha grey)."""
 
     def render(camera: Any, mode: str = "RGB") -> np.ndarray:
         import torch
@@ -328,6 +335,9 @@ def make_scene_renderer(params: Mapping[str, Any]) -> Callable[[Any, str], np.nd
         vm = torch.as_tensor(np.asarray(camera.viewmat), dtype=torch.float32)[None]
         K = torch.as_tensor(np.asarray(camera.K), dtype=torch.float32)[None]
         with torch.no_grad():
+            if mode == "RGB" and rgb_fn is not None:
+                img, _, _ = rgb_fn(vm[0], K[0], w, h, render_mode="RGB")
+                return (img[..., :3].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
             if mode == "RGB":
                 img, _, _ = render_splats(params, vm, K, w, h)
                 return (img[0].clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)

@@ -127,6 +127,14 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
     bad_splat = tmp / "bad.splat"
     bad_splat.write_bytes(b"\0" * 33)
     cases.append(("export bad.splat", ["export", str(bad_splat), "--out", str(tmp / "o3.ply")], "bad.splat"))
+    bad_spz = tmp / "bad.spz"
+    bad_spz.write_bytes(os.urandom(300))
+    not_scene = tmp / "notascene.txt"
+    not_scene.write_text("x")
+    # the viewer shares the load-time validation: it refuses before it serves anything
+    for p in (tmp / "empty.ply", tmp / "nan.ply", tmp / "absurd_scale.ply", trunc, garbage, bad_splat,
+              bad_spz, not_scene, tmp / "missing.ply"):
+        cases.append((f"view {p.name}", ["view", str(p), "--port", "9"], p.name))
     for name, over in {
         "fov_null.json": {"frame": {"fov": None}},
         "fov_list.json": {"frame": {"fov": [50.0]}},

@@ -165,6 +165,28 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="GaussianShader"):
         load_shader_scene(_plain_ply(tmp_path, small_demo))
 
+    # plugins see the scene as it was trained: their RGB is the shader's, not the plain SH
+    from splatlab.app.viewer.source import load_source
+    from splatlab.plugins.base import PluginInputs
+
+    for where in (run, ply):
+        inputs = PluginInputs.from_path(where)
+        cam = inputs.camera
+        if cam is None:  # a bare PLY has no cameras: use the run's first test view
+            cam = PluginInputs.from_path(run).camera
+        got = inputs.render(cam, "RGB").astype(np.float64)
+        src = load_source(where, load_points=False)
+        with torch.no_grad():
+            ref, _, _ = src.render_fn(torch.as_tensor(cam.viewmat, dtype=torch.float32),
+                                      torch.as_tensor(cam.K, dtype=torch.float32),
+                                      cam.width, cam.height, render_mode="RGB")
+        ref = (ref[..., :3].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8).astype(np.float64)
+        from splatlab.plugins.base import make_scene_renderer
+
+        sh_only = make_scene_renderer(inputs.params)(cam, "RGB").astype(np.float64)
+        assert np.abs(got - ref).max() <= 1.0, where
+        assert np.abs(sh_only - ref).mean() > 2.0, (where, np.abs(sh_only - ref).mean())
+
 
 def _plain_ply(tmp_path: Path, ds) -> Path:
     t = Trainer(ds, _cfg(tmp_path / "plain", 1))

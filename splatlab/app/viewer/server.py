@@ -330,16 +330,26 @@ class Viewer:
         cap = self.max_upload_bytes
         received: dict[str, int] = {}
 
-        def refuse(client_id: int, transfer: str, what: str) -> None:
+        def refuse(client_id: int, message: Any, total: int, what: str) -> None:
+            transfer = message.transfer_uuid
             states = getattr(gui, "_current_file_upload_states", {})
             states.pop(transfer, None)
             received.pop(transfer, None)
             client = self.server.get_clients().get(client_id)
+            if client is not None:
+                # The browser's upload button stays disabled (spinner) until the acknowledged
+                # bytes reach the file's size: end its transfer, and hide the client's own
+                # "Uploading ..." notification so only "Upload refused" is shown.
+                conn = client._websock_connection
+                conn.queue_message(_messages.FileTransferPartAck(
+                    source_component_uuid=message.source_component_uuid, transfer_uuid=transfer,
+                    transferred_bytes=max(int(total), 0), total_bytes=max(int(total), 0)))
+                conn.queue_message(_messages.RemoveNotificationMessage(uuid=f"upload-{transfer}"))
             self.notify_error("Upload refused", f"{what}; the limit is {cap / 2**20:.1f} MiB", client=client)
 
         def on_start(client_id: int, message: Any) -> None:
             if message.size_bytes > cap:
-                refuse(client_id, message.transfer_uuid,
+                refuse(client_id, message, message.size_bytes,
                        f"{message.filename} is {message.size_bytes / 2**20:.1f} MiB")
 
         def on_part(client_id: int, message: Any) -> None:
@@ -353,7 +363,7 @@ class Viewer:
             received[message.transfer_uuid] = n
             announced = int(state.get("total_bytes", cap)) if isinstance(state, dict) else cap
             if n > min(cap, announced):
-                refuse(client_id, message.transfer_uuid,
+                refuse(client_id, message, announced,
                        f"an upload sent {n / 2**20:.1f} MiB, more than it announced ({announced} bytes)")
 
         ws = self.server._websock_server

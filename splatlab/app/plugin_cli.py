@@ -54,6 +54,17 @@ def find_plugin(name: str, plugins: dict[str, type]) -> type:
     hits = [cls for n, cls in plugins.items() if _norm(n) == _norm(name)]
     if len(hits) == 1:
         return hits[0]
+    # the name it is registered under (entry point / built-in key, e.g. ``anomaly-rd4ad``)
+    from importlib import metadata
+
+    from ..plugins.base import BUILTIN_PLUGINS, ENTRY_POINT_GROUP
+
+    registered = dict(BUILTIN_PLUGINS)
+    registered.update({ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    targets = {t for n, t in registered.items() if _norm(n) == _norm(name)}
+    hits = [cls for cls in plugins.values() if f"{cls.__module__}:{cls.__qualname__}" in targets]
+    if len(hits) == 1:
+        return hits[0]
     raise KeyError(
         f"no plugin named {name!r}; registered: {', '.join(sorted(plugins)) or '(none)'} "
         "(see `splatlab plugin list`)"
@@ -280,7 +291,10 @@ def _run(argv: list[str]) -> int:
         )
         return EXIT_CANCELLED
     except (SplatlabError, ValueError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        msg = str(e)
+        if args.input and Path(args.input).name not in msg:  # say which input it is about
+            msg = f"{args.input}: {msg}"
+        err.print(f"[red]error:[/red] {msg}", soft_wrap=True)
         return EXIT_BAD_INPUT
     finally:
         signal.signal(signal.SIGINT, old)

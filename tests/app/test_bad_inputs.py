@@ -296,3 +296,49 @@ def test_killed_checkpoint_writes_leave_no_temp_files(tmp_path: Path) -> None:
         (ck / f".step_00000{i}.pt.abc{i}.tmp").write_bytes(b"x" * 1000)
     save_checkpoint(tmp_path, 5, {"means": torch.zeros(2, 3)})
     assert sorted(p.name for p in ck.iterdir()) == ["step_000005.pt"]
+
+
+def test_plugin_inputs_malformed_exit_2_with_one_line_naming_the_file(tmp_path: Path, capsys) -> None:
+    """`splatlab plugin run NAME INPUT` on broken images, wavs and scenes, for every built-in
+    plugin family that reads them: exit 2, one error line naming the input, nothing written.
+    Plugins are found by their registered (entry-point) name as well as their display name."""
+    import soundfile as sf
+    from PIL import Image
+
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    (tmp_path / "text.png").write_text("hello")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tiny.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + b"\0" * 40)
+    sf.write(tmp_path / "short.wav", np.zeros(10, np.float32), 16000)
+    (tmp_path / "garbage.ply").write_bytes(os.urandom(500))
+    cases = [
+        ("inr-image-codec", "corrupt.png"), ("inr-image-codec", "text.png"),
+        ("inr-image-codec", "tiny.png"), ("inr-image-codec", "short.wav"),
+        ("anomaly-rd4ad", "corrupt.png"), ("anomaly-rd4ad", "ok.png"),  # ok image, no weights
+        ("anomaly-rd4ad", "garbage.ply"),
+        ("audio-deepfake", "corrupt.wav"), ("audio-deepfake", "short.wav"),
+        ("audio-deepfake", "ok.png"),
+        ("scene-codec", "garbage.ply"), ("scene-codec", "ok.png"),
+        ("view statistics", "missing.ply"),
+    ]
+    capsys.readouterr()
+    failures = []
+    for plugin, name in cases:
+        before = _snapshot(tmp_path)
+        rc = main(["plugin", "run", plugin, str(tmp_path / name), "--out", str(tmp_path / "out")])
+        cap = capsys.readouterr()
+        out = (cap.out + cap.err).strip()
+        errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+        problems = []
+        if rc != 2:
+            problems.append(f"exit {rc}")
+        if "Traceback" in out:
+            problems.append("traceback")
+        if len(errors) != 1 or name not in errors[0]:
+            problems.append(f"message {out[-300:]!r}")
+        if _snapshot(tmp_path) != before:
+            problems.append("files changed")
+        if problems:
+            failures.append(f"{plugin} {name}: {', '.join(problems)}")
+    assert not failures, "\n".join(failures)

@@ -4,7 +4,7 @@
     splatlab train DATA [--method ...] train a scene from photos / a nerfstudio or COLMAP dataset
     splatlab eval RUN                  PSNR / SSIM / LPIPS on the test views
     splatlab render RUN --camera-path camera_path.json
-    splatlab export RUN --format ply|splat
+    splatlab export RUN --format ply|splat|spz|compressed_ply|sog|slsc
     splatlab view RUN_OR_PLY           the browser viewer
     splatlab query RUN "prompt"        text query on a feature field: selected Gaussians as PLY, heatmaps
     splatlab methods                   the registered strategies, appearances and fields
@@ -379,12 +379,12 @@ class Render:
 @dataclass
 class Export:
     """Export a trained scene as an INRIA PLY (SuperSplat, gsplat, nerfstudio read it), .splat,
-    SPZ (Niantic), PlayCanvas compressed PLY or SOG. (splatlab's own codec, .slsc, is the
-    "scene codec" plugin: `splatlab plugin run "scene codec" RUN --out DIR`.)"""
+    SPZ (Niantic), PlayCanvas compressed PLY, SOG, or splatlab's own codec .slsc (smallest; the
+    "scene codec" plugin measures its PSNR: `splatlab plugin run scene-codec RUN --out DIR`)."""
 
     scene: tyro.conf.Positional[Path]
-    """Run directory (latest checkpoint) or scene file (.ply, .splat, .spz, .compressed.ply, .sog)."""
-    format: Literal["ply", "splat", "spz", "compressed_ply", "sog"] = "ply"
+    """Run directory (latest checkpoint) or scene file (.ply, .splat, .spz, .compressed.ply, .sog, .slsc)."""
+    format: Literal["ply", "splat", "spz", "compressed_ply", "sog", "slsc"] = "ply"
     """Output format."""
     out: Path | None = None
     """Output file (default: RUN/scene.<suffix> for a run, else <input stem>.<suffix> beside it)."""
@@ -392,6 +392,8 @@ class Export:
     """Replace an existing output file that this command did not write."""
     spz_version: Literal[3, 4] = 4
     """SPZ container: 3 (gzip) or 4 (zstd)."""
+    slsc_quality: Literal[1, 2, 3, 4, 5] = 3
+    """.slsc rate point: 1 (smallest) .. 5 (best); pruning uses the run's cameras when it has them."""
 
     def run(self) -> None:
         import numpy as np
@@ -412,7 +414,14 @@ class Export:
             if out.exists() and out.resolve() == self.scene.resolve():
                 raise DataError(f"{self.scene} is already a {suffix} file; pass --out NEW_FILE")
         transform = None if np.allclose(loaded.transform, np.eye(4)) else loaded.transform
-        opts = {"version": self.spz_version} if self.format == "spz" else {}
+        opts: dict = {"version": self.spz_version} if self.format == "spz" else {}
+        if self.format == "slsc":
+            opts = {"quality": self.slsc_quality}
+            cams = loaded.cameras
+            if cams is not None and len(cams.widths):
+                step = max(1, len(cams.widths) // 16)  # 16 views for the pruning significance
+                opts["cameras"] = [(cams.viewmats[i], cams.Ks[i], int(cams.widths[i]), int(cams.heights[i]))
+                                   for i in range(0, len(cams.widths), step)][:16]
         save_scene_file(out, loaded.params, format=self.format, transform=transform, **opts)
         _console().print(f"[green]wrote {out} ({len(loaded.params['means']):,} Gaussians, original coordinates)")
 

@@ -362,12 +362,12 @@ class LoadedScene:
 def load_scene(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedScene:
     """Load a scene from a run directory (latest checkpoint, else ``scene.ply``), a checkpoint
     file (``.pt``) or a scene file of any format of :mod:`splatlab.scene.formats` (.ply, .splat,
-    .spz, .compressed.ply, .sog)."""
+    .spz, .compressed.ply, .sog, .slsc)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
             f"{path} does not exist; pass a run directory, a .pt checkpoint or a scene file "
-            "(.ply, .splat, .spz, .compressed.ply, .sog)"
+            "(.ply, .splat, .spz, .compressed.ply, .sog, .slsc)"
         )
     run_dir: Path | None = None
     if path.is_dir() and (path / "meta.json").is_file() and not (path / CONFIG_JSON).is_file():

@@ -1,4 +1,4 @@
-"""`splatlab export --format spz|compressed_ply|sog` writes files that every command reopens
+"""`splatlab export --format spz|compressed_ply|sog|slsc` writes files that every command reopens
 (load_scene is the one reader of view / eval / render / export), rendering like the original."""
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("fmt,suffix,bound", [("spz", ".spz", 30.0), ("compressed_ply", ".compressed.ply", 30.0),
-                                               ("sog", ".sog", 25.0)])
-def test_export_and_reopen_each_format(run: Path, tmp_path: Path, fmt: str, suffix: str, bound: float) -> None:
+@pytest.mark.parametrize("fmt,suffix,bound,extra", [
+    ("spz", ".spz", 30.0, []), ("compressed_ply", ".compressed.ply", 30.0, []), ("sog", ".sog", 25.0, []),
+    ("slsc", ".slsc", 28.0, ["--slsc-quality", "5"]),  # quality 5 prunes nothing
+])
+def test_export_and_reopen_each_format(run: Path, tmp_path: Path, fmt: str, suffix: str, bound: float,
+                                       extra: list[str]) -> None:
     out = tmp_path / f"scene{suffix}"
-    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    assert main(["export", str(run), "--format", fmt, "--out", str(out), *extra]) == 0
     back = load_scene(out)
     ref = load_scene(run / "scene.ply")  # original coordinates, as the export
     assert back.kind == fmt and back.params["means"].shape == ref.params["means"].shape

@@ -1,4 +1,5 @@
-"""Scene file formats beyond the INRIA PLY: SPZ, PlayCanvas compressed PLY and SOG, plus one
+"""Scene file formats beyond the INRIA PLY: SPZ, PlayCanvas compressed PLY, SOG and our own
+``.slsc`` (:mod:`.slsc`), plus one
 dispatch for every format splatlab reads and writes.
 
 Every reader returns the same Gaussian layout as :func:`splatlab.scene.gaussians.load_ply` (a
@@ -55,6 +56,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "spz": (".spz",),
     "compressed_ply": (".compressed.ply",),
     "sog": (".sog", "meta.json"),
+    "slsc": (".slsc",),
 }
 
 
@@ -214,6 +216,10 @@ def load_scene_file(
         from .sog import load_sog
 
         return load_sog(path, transform=transform)
+    if fmt == "slsc":
+        from .slsc import load_slsc
+
+        return load_slsc(path, transform=transform)
     raise ValueError(f"unknown scene format {fmt!r}; expected one of {list(FORMATS)}")
 
 
@@ -227,7 +233,8 @@ def save_scene_file(
     """Write ``params`` in ``format`` (None: from the suffix of ``path``), atomically.
 
     ``options`` go to the format's writer: spz ``version`` (3 gzip | 4 zstd), ``sh1_bits``,
-    ``sh_rest_bits``; sog ``iterations``, ``palette_size``, ``seed``; all ``drop_invalid``.
+    ``sh_rest_bits``; sog ``iterations``, ``palette_size``, ``seed``; slsc ``quality``,
+    ``prune``, ``sh_degree``, ``cameras`` (significance views); all ``drop_invalid``.
     Returns the path written (for SOG in folder form, the meta.json)."""
     path = Path(path)
     if format is None:
@@ -262,4 +269,8 @@ def save_scene_file(
         from .sog import save_sog
 
         return save_sog(path, params, transform=transform, **options)
+    if format == "slsc":
+        from .slsc import save_slsc
+
+        return save_slsc(path, params, transform=transform, **options)
     raise ValueError(f"unknown scene format {format!r}; expected one of {list(FORMATS)}")

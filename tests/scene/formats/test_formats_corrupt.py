@@ -43,6 +43,7 @@ FILES = {
     "sog": ("s.sog", {"iterations": 2}),
     "ply": ("s.ply", {}),
     "splat": ("s.splat", {}),
+    "slsc": ("s.slsc", {"prune": 0.0}),
 }
 
 
@@ -76,24 +77,26 @@ def test_truncated(tmp_path, written, fmt, keep):
     expect_data_error(path)
 
 
-@pytest.mark.parametrize("fmt", ["spz4", "spz3", "compressed_ply", "sog", "ply"])
+@pytest.mark.parametrize("fmt", ["spz4", "spz3", "compressed_ply", "sog", "ply", "slsc"])
 def test_wrong_magic(tmp_path, written, fmt):
     path = tmp_path / FILES[fmt][0]
     path.write_bytes(b"JUNK" + written[fmt][4:])
     expect_data_error(path)
 
 
-@pytest.mark.parametrize("fmt", ["spz4", "spz3", "sog"])
+@pytest.mark.parametrize("fmt", ["spz4", "spz3", "sog", "slsc"])
 def test_payload_bit_flips_are_detected(tmp_path, written, fmt):
     """Formats with checksums: every one of 12 seeded single-bit flips in the payload fails."""
     data = written[fmt]
     rng = np.random.default_rng(0)
-    start = {"spz4": 32 + 6 * 16, "spz3": 10, "sog": 0}[fmt]
+    start = {"spz4": 32 + 6 * 16, "spz3": 10, "sog": 0, "slsc": 0}[fmt]
     if fmt == "sog":  # flip inside an image entry's stored data (not the ZIP directory)
         z = zipfile.ZipFile(io.BytesIO(data))
         info = z.getinfo("scales.webp")
         start = info.header_offset + 30 + len(info.filename) + len(info.extra)
         stop = start + info.compress_size
+    elif fmt == "slsc":  # anywhere: header (CRC-32) or the zstd streams (frame checksums)
+        stop = len(data)
     else:
         stop = len(data) - 8
     path = tmp_path / FILES[fmt][0]

@@ -37,7 +37,9 @@ NAMES = {
     "spz": "s.spz",
     "compressed_ply": "s.compressed.ply",
     "sog": "s.sog",
+    "slsc": "s.slsc",
 }
+OPTS = {"sog": {"iterations": 2}, "slsc": {"prune": 0.0, "quality": 5}}
 # the same similarity as a Dataset's normalisation: rotation about z, scale, translation
 c, s = np.cos(0.7), np.sin(0.7)
 T = np.array(
@@ -59,7 +61,7 @@ def test_formats_table_and_detection(tmp_path):
 @pytest.mark.parametrize("fmt", list(NAMES))
 def test_round_trip_and_layout(tmp_path, fmt):
     p = scene()
-    path = save_scene_file(tmp_path / NAMES[fmt], p, **({"iterations": 2} if fmt == "sog" else {}))
+    path = save_scene_file(tmp_path / NAMES[fmt], p, **OPTS.get(fmt, {}))
     d = load_scene_file(path)
     ref = load_ply(save_ply(tmp_path / "ref.ply", p))
     assert type(d) is type(ref) and list(d.keys()) == list(ref.keys())

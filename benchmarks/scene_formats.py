@@ -2,7 +2,7 @@
 PSNR / SSIM of the decoded scene, encode and decode seconds. Prints markdown rows.
 
     python benchmarks/scene_formats.py /tmp/demo_run [--sog-iterations 10] [--no-splat-transform]
-        [--codec-only] [--qualities 1,2,3,4,5]
+        [--codec-only] [--qualities 1,2,3,4,5] [--finetune 0.3:2:200,0.3:1:200]
 
 Rows: PLY (save_ply), SPZ v4 / v3, compressed PLY and SOG written by splatlab and by PlayCanvas
 splat-transform (found as in the interop tests: SPLAT_TRANSFORM_DIR or .tools/), and the .slsc
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--no-splat-transform", action="store_true")
     ap.add_argument("--qualities", default="1,2,3,4,5")
     ap.add_argument("--codec-only", action="store_true", help="only the PLY and .slsc rows")
+    ap.add_argument("--finetune", default="",
+                    help="extra .slsc rows with LightGaussian's prune + fine-tune: 'PRUNE:QUALITY:STEPS,...'")
     args = ap.parse_args()
 
     inputs = PluginInputs.from_path(args.run)
@@ -132,6 +134,17 @@ def main() -> None:
         t0 = time.perf_counter()
         data = encode_scene(params, q, cameras=cameras)
         row(f"slsc q{q} (prune {QUALITY_PRESETS[q].prune:.0%})", "splatlab", data,
+            time.perf_counter() - t0, lambda data=data: decode_scene(data))  # fmt: skip
+
+    from splatlab.plugins.compress.scene_codec import prune_and_finetune
+
+    for spec in [x for x in args.finetune.split(",") if x]:
+        pr, q, steps = float(spec.split(":")[0]), int(spec.split(":")[1]), int(spec.split(":")[2])
+        t0 = time.perf_counter()
+        tuned = prune_and_finetune(params, dataset, pr, steps, cameras)
+        t_ft = time.perf_counter() - t0
+        data = encode_scene(tuned, q, prune=0.0)
+        row(f"slsc q{q} bits, prune {pr:.0%}, fine-tune {steps} steps ({t_ft:.0f} s)", "splatlab", data,
             time.perf_counter() - t0, lambda data=data: decode_scene(data))  # fmt: skip
 
     import platform

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..scene import checkpoint as ckpt
 
-__all__ = ["RUN_ENTRIES", "is_run_dir", "prepare_run_dir", "output_file"]
+__all__ = ["RUN_ENTRIES", "is_run_dir", "prepare_run_dir", "prepare_report_dir", "output_file"]
 
 # what `splatlab train` / `demo` write into a run directory
 RUN_ENTRIES = (
@@ -64,3 +64,21 @@ def output_file(path: Path, overwrite: bool, owned: bool = False) -> Path:
     if path.exists() and not (owned or overwrite):
         raise DataError(f"{path} exists and was not written by this command; pass --out NEW_FILE or --overwrite")
     return path
+
+
+def prepare_report_dir(out: Path) -> None:
+    """Check ``splatlab plugin run --out`` before the plugin runs: an absent or empty folder, or a
+    previous plugin report (it holds report.json; its same-named files are replaced), is fine;
+    a run directory or any other non-empty folder is refused (DataError), so a report never
+    overwrites a user's scene.ply or images."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder; choose another --out")
+    if not out.exists() or not any(out.iterdir()) or (out / "report.json").is_file():
+        return
+    some = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    what = "a splatlab run" if is_run_dir(out) else "not a plugin report"
+    raise DataError(
+        f"--out {out} is not empty and is {what} (it holds {some}); nothing was written: "
+        "choose a new or empty folder, e.g. --out {out}/report".replace("{out}", str(out))
+    )

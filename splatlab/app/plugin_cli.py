@@ -267,6 +267,9 @@ def _run(argv: list[str]) -> int:
     task = bar.add_task("run", total=1000, message="")
     progress = _CliProgress(bar, task)
     try:
+        from .outputs import prepare_report_dir
+
+        prepare_report_dir(Path(args.out))
         with con.status(f"loading {args.input}" if args.input else "starting"):
             inputs = plugin_inputs(plugin_cls, args.input, device=args.device)
     except (SplatlabError, ValueError, FileNotFoundError) as e:

@@ -342,3 +342,21 @@ def test_plugin_inputs_malformed_exit_2_with_one_line_naming_the_file(tmp_path: 
         if problems:
             failures.append(f"{plugin} {name}: {', '.join(problems)}")
     assert not failures, "\n".join(failures)
+
+
+def test_plugin_run_never_writes_into_a_folder_that_is_not_a_report(tmp_path: Path, run_dir: Path, capsys) -> None:
+    """--out with a user's files (or a run) is refused before the plugin runs; a previous report
+    folder is reused; nothing of the user's is touched."""
+    user = tmp_path / "photos"
+    user.mkdir()
+    (user / "scene.ply").write_bytes(b"mine")
+    before = _snapshot(user), _snapshot(run_dir)
+    for out in (user, run_dir):
+        assert main(["plugin", "run", "view-statistics", str(run_dir), "--out", str(out)]) == 2
+        msg = capsys.readouterr()
+        assert f"--out {out} is not empty" in msg.out + msg.err
+    assert (_snapshot(user), _snapshot(run_dir)) == before
+    report = tmp_path / "report"
+    assert main(["plugin", "run", "view-statistics", str(run_dir), "--out", str(report)]) == 0
+    assert main(["plugin", "run", "view-statistics", str(run_dir), "--out", str(report)]) == 0  # reused
+    assert (report / "report.json").is_file()

@@ -178,6 +178,14 @@ def read_image_rgb8(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey (PNG, TIFF)
+                a = np.asarray(im, dtype=np.float64)
+                if a.size and (a.min() < 0 or a.max() > 65535):
+                    raise DataError(f"{path}: {im.mode} pixel values outside 0..65535; save it as 8- or 16-bit")
+                g = np.round(a / 257.0).astype(np.uint8)  # 65535 -> 255, not clipped to white
+                return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
+            if im.mode == "F":
+                raise DataError(f"{path} holds float pixels (mode F); save it as an 8- or 16-bit image")
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))

@@ -223,3 +223,23 @@ def test_accepts_is_checked_and_cancelled_is_an_error():
     from splatlab.errors import SplatlabError
 
     assert issubclass(Cancelled, SplatlabError)
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    """A 16-bit grey PNG (mode I;16) maps 0..65535 to 0..255 (PIL's convert('RGB') clips it to
+    white above 255), and a float TIFF is refused naming the file."""
+    from PIL import Image
+
+    from splatlab.errors import DataError
+    from splatlab.plugins.base import PluginInputs
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    img = PluginInputs.from_path(tmp_path / "g16.png").image
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    assert abs(float(img.mean()) - 127.5) < 1.0 and img.max() == 255 and img.min() == 0
+    assert np.abs(img[..., 0].astype(float) - ramp / 257.0).max() <= 0.5
+    Image.fromarray(np.ones((16, 16), np.float32)).save(tmp_path / "f.tiff")
+    (tmp_path / "f.png").write_bytes((tmp_path / "f.tiff").read_bytes())
+    with pytest.raises(DataError, match="f.png"):
+        PluginInputs.from_path(tmp_path / "f.png")

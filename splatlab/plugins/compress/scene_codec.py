@@ -111,6 +111,8 @@ class SceneCodecOptions:
     """Training views used for the pruning significance (0: volume x opacity instead)."""
     kmeans_iterations: int = 10
     """k-means passes of the SH vector quantisation."""
+    compare_formats: bool = True
+    """Also write SPZ v4 and compressed PLY of the scene and put them in the table."""
     finetune_steps: int = 0
     """Steps of fine-tuning on the training views after pruning (LightGaussian's recovery;
     needs the run's dataset); 0: prune and encode directly."""
@@ -190,35 +192,66 @@ class SceneCodecPlugin(Plugin):
             "decode_s": t_dec,
         }
         notes = []
+        # the formats people share scenes in, written and read back here (SOG's k-means takes
+        # minutes on a CPU: benchmarks/scene_formats.py measures it)
+        scenes: dict[str, Any] = {"original (PLY)": params}
+        table: dict[str, list] = {"format": ["INRIA PLY"], "size_kB": [ply / 1e3], "ratio_vs_ply": [1.0],
+                                  "gaussians": [n], "encode_s": [0.0], "decode_s": [0.0]}
+        if options.compare_formats:
+            import tempfile
+            from pathlib import Path
+
+            from ...scene.formats import load_scene_file, save_scene_file
+
+            with tempfile.TemporaryDirectory() as d:
+                for label, name in (("SPZ v4", "s.spz"), ("compressed PLY", "s.compressed.ply")):
+                    t0 = time.perf_counter()
+                    path = save_scene_file(Path(d) / name, params)
+                    te = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    back = load_scene_file(path)
+                    td = time.perf_counter() - t0
+                    size = path.stat().st_size
+                    scenes[label] = back
+                    for k, v in (("format", label), ("size_kB", size / 1e3), ("ratio_vs_ply", ply / size),
+                                 ("gaussians", int(back["means"].shape[0])), ("encode_s", te), ("decode_s", td)):
+                        table[k].append(v)
+        scenes[f"slsc q{options.quality}"] = decoded
+        for k, v in (("format", f"slsc q{options.quality} (ours)"), ("size_kB", len(data) / 1e3),
+                     ("ratio_vs_ply", ply / len(data)), ("gaussians", int(decoded["means"].shape[0])),
+                     ("encode_s", t_enc), ("decode_s", t_dec)):
+            table[k].append(v)
         if dataset is not None and dataset.test_ids:
             from ...rendering.metrics import psnr, ssim
             from ...rendering.splats import render_splats
 
             bg = torch.tensor(dataset.background or (0.0, 0.0, 0.0), dtype=torch.float32)[None]
-            rows = {"original": [], "decoded": [], "ssim_original": [], "ssim_decoded": []}
+            rows: dict[str, list[tuple[float, float]]] = {key: [] for key in scenes}
             for j, i in enumerate(dataset.test_ids):
                 f = dataset.frames[i]
                 vm = torch.as_tensor(f.viewmat, dtype=torch.float32)[None]
                 K = torch.as_tensor(f.K, dtype=torch.float32)[None]
                 gt = torch.as_tensor(dataset.load_image(i), dtype=torch.float32)
-                for key, sc in (("original", params), ("decoded", decoded)):
+                for key, sc in scenes.items():
                     with torch.no_grad():
-                        img = render_splats(sc, vm, K, f.width, f.height, backgrounds=bg)[0][
-                            0
-                        ].clamp(0, 1)
-                    rows[key].append(float(psnr(img, gt)))
-                    rows[f"ssim_{key}"].append(float(ssim(img[None], gt[None])[0]))
+                        img = render_splats(sc, vm, K, f.width, f.height, backgrounds=bg)[0][0].clamp(0, 1)
+                    rows[key].append((float(psnr(img, gt)), float(ssim(img[None], gt[None])[0])))
                 progress(0.8 + 0.2 * (j + 1) / len(dataset.test_ids), "test views")
-            metrics["psnr_original"] = float(np.mean(rows["original"]))
-            metrics["psnr_decoded"] = float(np.mean(rows["decoded"]))
+            mean = {key: np.mean(np.asarray(r), axis=0) for key, r in rows.items()}
+            ours = f"slsc q{options.quality}"
+            metrics["psnr_original"] = float(mean["original (PLY)"][0])
+            metrics["psnr_decoded"] = float(mean[ours][0])
             metrics["psnr_loss_db"] = metrics["psnr_original"] - metrics["psnr_decoded"]
-            metrics["ssim_original"] = float(np.mean(rows["ssim_original"]))
-            metrics["ssim_decoded"] = float(np.mean(rows["ssim_decoded"]))
+            metrics["ssim_original"] = float(mean["original (PLY)"][1])
+            metrics["ssim_decoded"] = float(mean[ours][1])
+            table["test_psnr_dB"] = [float(mean[key][0]) for key in scenes]
+            table["test_ssim"] = [float(mean[key][1]) for key in scenes]
         else:
             notes.append("no dataset: size and ratio only (run on a run directory for test PSNR)")
         return Report(
             title=f"scene codec, quality {options.quality}",
             metrics=metrics,
+            tables={"formats": table},
             notes=notes,
             files={"scene.slsc": data},
             scene=decoded,

@@ -238,3 +238,10 @@ def test_plugin_reports_size_ratio_and_test_psnr():
     dec = decode_scene(rep.files["scene.slsc"])
     for k in dec:  # the reported scene IS the decode of the bytes
         assert torch.equal(dec[k], rep.scene[k])
+    # the formats table: PLY, SPZ, compressed PLY and ours, each measured from its own file
+    t = rep.tables["formats"]
+    assert t["format"] == ["INRIA PLY", "SPZ v4", "compressed PLY", "slsc q4 (ours)"]
+    assert t["size_kB"][-1] * 1e3 == m["size_bytes"] and t["ratio_vs_ply"][0] == 1.0
+    assert t["size_kB"][1] < t["size_kB"][2] < t["size_kB"][0]  # SPZ < compressed PLY < PLY
+    assert t["test_psnr_dB"][0] == pytest.approx(m["psnr_original"])
+    assert all(p > 30 for p in t["test_psnr_dB"])

@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--rawboost", type=int, default=3, help="RawBoost algorithm of the +RB rows")
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--loss", default="ce", choices=("ce", "focal"), help="training loss (focal: SVDD 2024)")
     ap.add_argument("--n-train", type=int, default=96)
     ap.add_argument("--n-test", type=int, default=48)
     ap.add_argument("--n-partial", type=int, default=24)
@@ -90,7 +91,7 @@ def main() -> None:
             for seed in args.seeds:
                 torch.manual_seed(seed)
                 model = build_detector(arch, default_config(arch))
-                cfg = TrainConfig(epochs=args.epochs, rawboost_algo=rb, seed=seed)
+                cfg = TrainConfig(epochs=args.epochs, rawboost_algo=rb, seed=seed, loss=args.loss)
                 info = train_detector(model, xtr, ytr, cfg)
                 res = {
                     "model": model,

@@ -165,3 +165,23 @@ def test_missing_or_wrong_weights(tmp_path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="splatlab-audio-cm/1"):
         plugin.run(PluginInputs(audio=x), AudioDeepfakeOptions(str(tmp_path / "other.pt")))
+
+
+def test_focal_loss_training_lowers_the_loss() -> None:
+    from splatlab.plugins.inspect.audio.detector import binary_focal_loss
+
+    bona = [tone(i)[:CLIP] for i in range(8)]
+    spoof = [lpc_resynth(tone(100 + i))[:CLIP] for i in range(8)]
+    y = torch.tensor([1] * 8 + [0] * 8)
+    torch.manual_seed(0)
+    model = build_detector("lfcc_aasist", default_config("lfcc_aasist"))
+    x = torch.from_numpy(np.stack(bona + spoof))
+    model.eval()
+    with torch.no_grad():
+        before = float(binary_focal_loss(model(x)[1], y))
+    train_detector(model, bona + spoof, y.tolist(), TrainConfig(epochs=10, batch_size=8, lr=3e-3, loss="focal"))
+    with torch.no_grad():
+        after = float(binary_focal_loss(model(x)[1], y))
+    assert after < 0.7 * before, (before, after)
+    with pytest.raises(ValueError, match="focal"):
+        train_detector(model, bona, [1] * 8, TrainConfig(epochs=1, loss="hinge"))

@@ -67,6 +67,10 @@ AUDIO_SUFFIXES = (".wav",)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 
 
+#: arguments of ``splatlab plugin run`` itself: a plugin option may not use these names
+RESERVED_OPTION_NAMES = ("input", "out", "device", "help")
+
+
 class Cancelled(SplatlabError):
     """Raised by a :class:`Progress` when the user cancelled the job (let it propagate)."""
 
@@ -680,6 +684,12 @@ def _check_contract(cls: Any, target: str) -> None:
     acc = cls.accepts
     if isinstance(acc, str) or not acc or any(a not in ACCEPTS for a in acc):
         raise TypeError(f"{target}: accepts must be a non-empty tuple of {ACCEPTS}, got {acc!r}")
+    taken = sorted({f.name for f in dataclasses.fields(cls.Options)} & set(RESERVED_OPTION_NAMES))
+    if taken:
+        raise TypeError(
+            f"{target}: option name(s) {taken} are used by `splatlab plugin run` itself "
+            f"({', '.join(RESERVED_OPTION_NAMES)}); rename them (e.g. model_device)"
+        )
 
 
 def discover_plugins(

@@ -243,3 +243,21 @@ def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
     (tmp_path / "f.png").write_bytes((tmp_path / "f.tiff").read_bytes())
     with pytest.raises(DataError, match="f.png"):
         PluginInputs.from_path(tmp_path / "f.png")
+
+
+def test_option_names_of_the_cli_itself_are_refused_at_registration():
+    """An option called ``device`` used to crash `splatlab plugin run` (a tyro name clash with
+    its own --device); now the plugin fails to register with a message saying what to rename."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Opts:
+        device: str = "cpu"
+        steps: int = 3
+
+    class Clash(Plugin):
+        name = "clash"
+        Options = Opts
+
+    with pytest.raises(TypeError, match=r"\['device'\].*rename"):
+        _check_contract(Clash, "t")

@@ -102,7 +102,7 @@ def check_image(img: Any, what: str) -> np.ndarray:
             raise DataError(f"{what}: expected uint8 pixels (or floats in [0, 1]), got {a.dtype}")
     if min(a.shape[:2]) < MIN_SIDE:
         raise DataError(
-            f"{what} is {a.shape[1]} x {a.shape[0]} px; RD4AD needs at least {MIN_SIDE} px a side"
+            f"{what} is {a.shape[1]} x {a.shape[0]} px; the anomaly models need at least {MIN_SIDE} px a side"
         )
     if a.shape[0] * a.shape[1] > MAX_PIXELS:
         raise DataError(f"{what} has more than {MAX_PIXELS / 1e6:.0f} MP; downscale it first")

@@ -174,6 +174,28 @@ def _dataset_set(self: PluginInputs, value: Any) -> None:
 PluginInputs.dataset = property(_dataset_get, _dataset_set)  # type: ignore[assignment]
 
 
+def image_input(
+    inputs: PluginInputs,
+    who: str,
+    decode: Callable[[str, bytes], np.ndarray],
+    check: Callable[[Any, str], np.ndarray],
+) -> tuple[np.ndarray, str]:
+    """The image an image plugin works on, and where it came from: the first upload (``decode(name,
+    bytes)``), else the INPUT image, else the current view rendered from the scene (each through
+    ``check(img, what)``). DataError naming ``who`` when there is none."""
+    if inputs.uploads:
+        name, content = next(iter(inputs.uploads.items()))
+        return decode(name, content), f"upload {name}"
+    if inputs.image is not None:
+        return check(inputs.image, f"input image {inputs.path or ''}".strip()), "input image"
+    if inputs.render is not None and inputs.camera is not None:
+        return check(inputs.render(inputs.camera, "RGB"), "rendered view"), "current view"
+    raise DataError(
+        f"{who} needs an image: upload a .png/.jpg, pass an image as INPUT, or open a scene so "
+        "that the current view can be rendered"
+    )
+
+
 def read_image_rgb8(path: Path) -> np.ndarray:
     """An image file -> uint8 [H, W, 3] (alpha composited on black, greys expanded).
     DataError naming the file when it is not a readable image."""

@@ -13,15 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from ....errors import DataError, WeightsNotFoundError
+from ....errors import WeightsNotFoundError
 from ....models.weights import load_state_dict_file
-from ...base import Plugin, PluginInputs, Progress, Report, no_progress
+from ...base import Plugin, PluginInputs, Progress, Report, image_input, no_progress
 from .fyd import FYD, TRAIN_COMMAND, load_fyd, score_fyd
-from .plugin import check_image, decode_image, heatmap_overlay
+from .plugin import anomaly_report, check_image, decode_image
 
 __all__ = ["FYDOptions", "FYDPlugin"]
 
@@ -81,41 +80,9 @@ class FYDPlugin(Plugin):
         progress(0.3, "scoring")
         with torch.inference_mode():
             maps, scores = score_fyd(model, img.astype(np.float32)[None] / 255.0)
-        amap = cv2.resize(maps[0], (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        s = float(scores[0])
-        ref = float(stats.get("score_max", 0.0))
-        vmax = 1.5 * ref if ref > 0 else float(amap.max())
-        metrics = {"image score": s, "map mean": float(maps[0].mean())}
-        notes = [f"image: {source}, scored at {model.config.image_size} px"]
-        if ref > 0:
-            metrics["normal score max"] = ref
-            metrics["score / normal max"] = s / ref
-            metrics["anomalous"] = float(s > ref)
-            metrics["pixels above normal max"] = float((maps[0] > ref).mean())
-            notes.append(
-                "heatmap scale: 0 to 1.5 x the highest score of the normal training images"
-            )
-        else:
-            notes.append("the checkpoint has no normal-score statistics: heatmap scaled to its max")
         progress(1.0, "done")
-        return Report(
-            title=f"FYD anomaly map ({source})",
-            metrics=metrics,
-            images={"anomaly map": heatmap_overlay(img, amap, vmax, options.overlay), "input": img},
-            notes=notes,
-        )
+        return anomaly_report("FYD", img, source, maps[0], float(scores[0]), stats,
+                              model.config.image_size, options.overlay)
 
     def _image(self, inputs: PluginInputs) -> tuple[np.ndarray, str]:
-        if inputs.uploads:
-            name, content = next(iter(inputs.uploads.items()))
-            return decode_image(name, content), f"upload {name}"
-        image = getattr(inputs, "image", None)
-        if image is not None:
-            path = getattr(inputs, "path", None)
-            return check_image(image, f"input image {path or ''}".strip()), "input image"
-        if inputs.render is not None and inputs.camera is not None:
-            return check_image(inputs.render(inputs.camera, "RGB"), "rendered view"), "current view"
-        raise DataError(
-            "anomaly map (FYD) needs an image: upload a .png/.jpg, pass an image as INPUT, or "
-            "open a scene so that the current view can be rendered"
-        )
+        return image_input(inputs, self.name, decode_image, check_image)

@@ -21,7 +21,7 @@ import torch
 
 from ....errors import DataError, WeightsNotFoundError
 from ....models.rd4ad import RD4ADConfig, ReverseDistillation, load_rd4ad
-from ...base import Plugin, PluginInputs, Progress, Report, no_progress
+from ...base import Plugin, PluginInputs, Progress, Report, image_input, no_progress
 from .rd4ad import score
 
 __all__ = ["AnomalyOptions", "RD4ADPlugin", "decode_image", "MAX_PIXELS"]
@@ -141,6 +141,34 @@ def heatmap_overlay(img: np.ndarray, amap: np.ndarray, vmax: float, alpha: float
     return np.uint8(np.clip((1 - a) * img.astype(np.float32) + a * heat.astype(np.float32), 0, 255))
 
 
+def anomaly_report(
+    method: str, img: np.ndarray, source: str, amap_small: np.ndarray, score_value: float,
+    stats: dict[str, float], image_size: int, overlay: float,
+) -> Report:
+    """The report of an anomaly-map plugin: the map [h, w] resized to the image [H, W, 3] and
+    overlaid, the image score, and (when the checkpoint stores the highest score of its normal
+    training images) the score relative to it and the share of pixels above it."""
+    amap = cv2.resize(amap_small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    ref = float(stats.get("score_max", 0.0))
+    vmax = 1.5 * ref if ref > 0 else float(amap.max())
+    metrics = {"image score": score_value, "map mean": float(amap_small.mean())}
+    notes = [f"image: {source}, scored at {image_size} px"]
+    if ref > 0:
+        metrics["normal score max"] = ref
+        metrics["score / normal max"] = score_value / ref
+        metrics["anomalous"] = float(score_value > ref)
+        metrics["pixels above normal max"] = float((amap_small > ref).mean())
+        notes.append("heatmap scale: 0 to 1.5 x the highest score of the normal training images")
+    else:
+        notes.append("the checkpoint has no normal-score statistics: heatmap scaled to its max")
+    return Report(
+        title=f"{method} anomaly map ({source})",
+        metrics=metrics,
+        images={"anomaly map": heatmap_overlay(img, amap, vmax, overlay), "input": img},
+        notes=notes,
+    )
+
+
 class RD4ADPlugin(Plugin):
     """Reverse Distillation anomaly map of an image or of the current view."""
 
@@ -164,41 +192,9 @@ class RD4ADPlugin(Plugin):
         x = img.astype(np.float32)[None] / 255.0
         with torch.inference_mode():
             maps, scores = score(model, x)
-        amap = cv2.resize(maps[0], (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-        s = float(scores[0])
-        ref = float(stats.get("score_max", 0.0))
-        vmax = 1.5 * ref if ref > 0 else float(amap.max())
-        metrics = {"image score": s, "map mean": float(maps[0].mean())}
-        notes = [f"image: {source}, scored at {model.config.image_size} px"]
-        if ref > 0:
-            metrics["normal score max"] = ref
-            metrics["score / normal max"] = s / ref
-            metrics["anomalous"] = float(s > ref)
-            metrics["pixels above normal max"] = float((maps[0] > ref).mean())
-            notes.append(
-                "heatmap scale: 0 to 1.5 x the highest score of the normal training images"
-            )
-        else:
-            notes.append("the checkpoint has no normal-score statistics: heatmap scaled to its max")
         progress(1.0, "done")
-        return Report(
-            title=f"RD4AD anomaly map ({source})",
-            metrics=metrics,
-            images={"anomaly map": heatmap_overlay(img, amap, vmax, options.overlay), "input": img},
-            notes=notes,
-        )
+        return anomaly_report("RD4AD", img, source, maps[0], float(scores[0]), stats,
+                              model.config.image_size, options.overlay)
 
     def _image(self, inputs: PluginInputs) -> tuple[np.ndarray, str]:
-        if inputs.uploads:
-            name, content = next(iter(inputs.uploads.items()))
-            return decode_image(name, content), f"upload {name}"
-        image = getattr(inputs, "image", None)
-        if image is not None:
-            path = getattr(inputs, "path", None)
-            return check_image(image, f"input image {path or ''}".strip()), "input image"
-        if inputs.render is not None and inputs.camera is not None:
-            return check_image(inputs.render(inputs.camera, "RGB"), "rendered view"), "current view"
-        raise DataError(
-            "anomaly map (RD4AD) needs an image: upload a .png/.jpg, pass an image as INPUT, or "
-            "open a scene so that the current view can be rendered"
-        )
+        return image_input(inputs, self.name, decode_image, check_image)

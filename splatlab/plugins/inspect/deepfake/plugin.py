@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ....errors import DataError
-from ...base import Plugin, PluginInputs, Progress, Report, no_progress
+from ...base import Plugin, PluginInputs, Progress, Report, image_input, no_progress
 from .model import D4Detector, load_d4
 
 __all__ = ["D4Options", "D4Plugin", "decode_image", "check_image", "grid_crops", "MAX_PIXELS"]
@@ -200,16 +200,4 @@ class D4Plugin(Plugin):
         )
 
     def _image(self, inputs: PluginInputs) -> tuple[np.ndarray, str]:
-        if inputs.uploads:
-            name, content = next(iter(inputs.uploads.items()))
-            return decode_image(name, content), f"upload {name}"
-        image = getattr(inputs, "image", None)
-        if image is not None:
-            path = getattr(inputs, "path", None)
-            return check_image(image, f"input image {path or ''}".strip()), "input image"
-        if inputs.render is not None and inputs.camera is not None:
-            return check_image(inputs.render(inputs.camera, "RGB"), "rendered view"), "current view"
-        raise DataError(
-            "image deepfake (D4) needs an image: upload a .png/.jpg, pass an image as INPUT, or "
-            "open a scene so that the current view can be rendered"
-        )
+        return image_input(inputs, "image deepfake (D4)", decode_image, check_image)

@@ -313,10 +313,23 @@ def _run(argv: list[str]) -> int:
         con.print(table)
     else:
         con.print(f"[bold]{report.title}")
+    for tname, cols in report.tables.items():  # column name -> values, as Report stores tables
+        t = Table(title=tname)
+        names = list(cols)
+        for c in names:
+            t.add_column(str(c), justify="left" if c == names[0] else "right")
+        n = max((len(v) for v in cols.values()), default=0)
+        for i in range(n):
+            t.add_row(*[_cell(cols[c][i]) if i < len(cols[c]) else "" for c in names])
+        con.print(t)
     for note in report.notes:
         con.print(note)
     con.print(f"wrote {Path(args.out) / 'report.json'} ({dt:.1f} s)")
     return 0
+
+
+def _cell(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def plugin_main(argv: list[str]) -> int:

@@ -90,8 +90,7 @@ from ....models.weights import load_state_dict_file
 from ....utils import atomic_write_bytes
 from ...base import Progress, no_progress
 from .data import AnomalySet
-from .metrics import anomaly_metrics
-from .rd4ad import _resize_masks, to_tensor
+from .rd4ad import metrics_by_defect, to_tensor
 
 __all__ = [
     "FYDConfig",
@@ -529,14 +528,7 @@ def evaluate_fyd(model: FYD, data: AnomalySet) -> dict[str, dict[str, float]]:
     """Metrics on the whole test set ("all") and per defect type (that type vs the normal ones),
     exactly as :func:`splatlab.plugins.inspect.anomaly.rd4ad.evaluate` computes them for RD4AD."""
     maps, scores = score_fyd(model, data.test)
-    masks = _resize_masks(data.masks, maps.shape[-1])
-    kinds = np.asarray(data.defects)
-    out = {"all": anomaly_metrics(maps, masks, data.labels, scores)}
-    good = kinds == "good"
-    for kind in dict.fromkeys(k for k in data.defects if k != "good"):
-        sel = good | (kinds == kind)
-        out[kind] = anomaly_metrics(maps[sel], masks[sel], data.labels[sel], scores[sel])
-    return out
+    return metrics_by_defect(maps, scores, data)
 
 
 def fit_and_save_fyd(

@@ -112,6 +112,13 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 def evaluate(model: ReverseDistillation, data: AnomalySet) -> dict[str, dict[str, float]]:
     """Metrics on the whole test set ("all") and per defect type (that type vs the normal ones)."""
     maps, scores = score(model, data.test)
+    return metrics_by_defect(maps, scores, data)
+
+
+def metrics_by_defect(maps: np.ndarray, scores: np.ndarray, data: AnomalySet) -> dict[str, dict[str, float]]:
+    """:func:`anomaly_metrics` of anomaly ``maps`` [N, h, w] and image ``scores`` [N] of
+    ``data.test``: on the whole test set ("all") and per defect type (that type vs the normal
+    images), every model scored the same way."""
     masks = _resize_masks(data.masks, maps.shape[-1])
     kinds = np.asarray(data.defects)
     out = {"all": anomaly_metrics(maps, masks, data.labels, scores)}

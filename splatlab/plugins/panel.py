@@ -96,6 +96,12 @@ class PanelContext(Protocol):
         """A consistent snapshot of the current Gaussians (name -> Tensor, stored activations)."""
         ...
 
+    def scene_transform(self) -> np.ndarray:
+        """float64 [4, 4]: the viewer's frame <- the scene file's frame (a run's normalisation;
+        identity for a plain scene file). Exports pass it to the writers so a saved PLY is in
+        the original frame, as the Edit tab's export does."""
+        ...
+
     def camera(self) -> Any | None:
         """The view of the browser that last used this panel (else any browser), or None."""
         ...

@@ -78,6 +78,9 @@ class ViewerPanelContext:
     def scene(self) -> dict[str, Any]:
         return self.viewer.source.snapshot()
 
+    def scene_transform(self) -> np.ndarray:
+        return np.asarray(self.viewer.source.transform, dtype=np.float64).copy()
+
     def camera(self) -> Any:
         return self.viewer.client_camera(self._client())
 

@@ -19,6 +19,7 @@ JPEG (Pillow / libjpeg, 4:2:0), WebP (Pillow / libwebp, lossy), AVIF (Pillow's b
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import subprocess
 import tempfile
@@ -120,8 +121,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM (torchmetrics, 11x11 Gaussian window, the standard 5 scale weights) of two uint8
-    [H, W, 3] images; images smaller than 161 px per side use the first scales that fit
-    (weights renormalised), 1 scale (plain SSIM) below 22 px."""
+    [H, W, 3] images; smaller images use the first scales that fit torchmetrics' rule for n
+    scales (side // (n - 1)^2 > 10 and the coarsest scale wider than the window's padding: 5 scales
+    from 176 px, 4 from 99, 3 from 48, 2 from 12),
+    weights renormalised, 1 scale (plain SSIM) below."""
     import torch
     from torchmetrics.functional.image import (
         multiscale_structural_similarity_index_measure as msssim,
@@ -130,7 +133,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     betas = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
     side = min(a.shape[0], a.shape[1])
     n = 1
-    while n < 5 and side > (11 - 1) * 2 ** n:
+    while n < 5 and side // n**2 > 11 - 1 and side // 2**n > 11 // 2:
         n += 1
     bw = tuple(x / sum(betas[:n]) for x in betas[:n])
     ta = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double() / 255
@@ -184,12 +187,10 @@ def _pil_decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _need(tool: str) -> str:
+def _need(tool: str, package: str = "libjxl-tools") -> str:
     path = shutil.which(tool)
     if path is None:
-        raise ToolNotFoundError(
-            f"{tool} is not installed; install Debian's JPEG XL tools: apt-get install libjxl-tools"
-        )
+        raise ToolNotFoundError(f"{tool} is not installed; install it: apt-get install {package}")
     return path
 
 
@@ -256,6 +257,71 @@ def anchor_curve(codec: str, image: np.ndarray,
     """RD points of one anchor at several qualities (default :data:`DEFAULT_QUALITIES`)."""
     qs = DEFAULT_QUALITIES[codec] if qualities is None else qualities
     return [anchor_point(codec, image, q)[0] for q in qs]
+
+
+# ----------------------------------------------------------------------------- video anchors
+
+VIDEO_ANCHORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "x264": ("libx264", "h264", ("-profile:v", "high444", "-bsf:v", "filter_units=remove_types=6")),
+    "x265": ("libx265", "hevc", ("-x265-params", "log-level=error:info=0",
+                                 "-bsf:v", "filter_units=remove_types=39|40")),
+}
+"""name -> (ffmpeg encoder, raw elementary-stream muxer, extra arguments). Frames go in as RGB
+and are coded as YUV 4:4:4 (no chroma subsampling: the comparison is on full-resolution RGB),
+written as a bare elementary stream (no container bytes) without its SEI units (the encoders'
+settings text, ~0.6-2 kB, which a decoder does not need), with ffmpeg's default GOP and B-frames
+(a random-access configuration)."""
+
+DEFAULT_CRFS: tuple[float, ...] = (20, 26, 32, 38, 44)
+
+
+def video_anchor_point(
+    codec: str, frames: np.ndarray, crf: float, preset: str = "medium", fps: int = 30
+) -> tuple[RDPoint, bytes, np.ndarray]:
+    """Code ``frames`` (uint8 [T, H, W, 3]) with x264 / x265 through ffmpeg at ``crf``.
+    Returns (point, file bytes, decoded frames); bpp over all frames, PSNR over the sequence,
+    MS-SSIM the mean over frames."""
+    if codec not in VIDEO_ANCHORS:
+        raise DataError(f"unknown video anchor {codec!r}; choose one of {', '.join(VIDEO_ANCHORS)}")
+    ffmpeg = _need("ffmpeg", "ffmpeg")
+    lib, mux, extra = VIDEO_ANCHORS[codec]
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    t, h, w = frames.shape[:3]
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / f"out.{mux}"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+             "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", lib, "-preset", preset,
+             "-crf", str(crf), "-pix_fmt", "yuv444p", *extra, "-f", mux, str(out)],
+            input=frames.tobytes(), check=True, capture_output=True,
+        )
+        t1 = time.perf_counter()
+        raw = subprocess.run(
+            [ffmpeg, "-loglevel", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "rgb24",
+             "-"], check=True, capture_output=True,
+        ).stdout
+        t2 = time.perf_counter()
+        data = out.read_bytes()
+    dec = np.frombuffer(raw, np.uint8)
+    if dec.size != frames.size:
+        raise DataError(f"{codec}: ffmpeg decoded {dec.size} bytes, expected {frames.size}")
+    dec = dec.reshape(frames.shape)
+    mse = float(np.mean((dec.astype(np.float64) - frames.astype(np.float64)) ** 2))
+    p = float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    ms = float(np.mean([ms_ssim(a, b) for a, b in zip(dec, frames)]))
+    pt = RDPoint(codec, float(crf), len(data), 8.0 * len(data) / (t * h * w), p, ms, t1 - t0, t2 - t1)
+    return pt, data, dec
+
+
+def points_table(curves: Sequence[Sequence[RDPoint]]) -> dict[str, list]:
+    """The report table (column -> values) of every point of ``curves``."""
+    rows: dict[str, list] = {k: [] for k in ("codec", "quality", "bytes", "bpp", "psnr_db", "ms_ssim")}
+    for pts in curves:
+        for p in pts:
+            for k, v in zip(rows, (p.codec, p.quality, p.num_bytes, p.bpp, p.psnr, p.ms_ssim)):
+                rows[k].append(v)
+    return rows
 
 
 # ----------------------------------------------------------------------------- figure

@@ -63,12 +63,15 @@ def pack(header: Header, words: np.ndarray) -> bytes:
         MAGIC, VERSION, a.height, a.width, a.n_levels, a.ctx_k, a.n_ctx, a.arm_hidden,
         a.arm_layers, a.syn_hidden, a.enhance, header.latent_max,
     )
-    for g in weight_groups(a):
+    return _with_groups_and_payload(head, header, words)
+
+
+def _with_groups_and_payload(head: bytes, header: Header, words: np.ndarray) -> bytes:
+    for g in weight_groups(header.arch):
         gh = header.groups[g]
         head += _GROUP.pack(gh.k, gh.scale_idx, gh.max_abs)
     payload = np.asarray(words, dtype="<u4").tobytes()
-    crc = zlib.crc32(head + payload)
-    return head + struct.pack("<I", crc) + payload
+    return head + struct.pack("<I", zlib.crc32(head + payload)) + payload
 
 
 def header_size(arch: Arch) -> int:
@@ -93,15 +96,82 @@ def unpack(data: bytes, name: str = "bitstream") -> tuple[Header, np.ndarray]:
     n = header_size(arch)
     if len(data) < n or (len(data) - n) % 4:
         raise DataError(f"{name}: {len(data)} bytes does not hold a whole file (truncated?)")
+    groups, words = _groups_and_payload(data, _ARCH.size, arch, name)
+    return Header(arch, lmax, groups), words
+
+
+def _groups_and_payload(
+    data: bytes, off: int, arch: Arch, name: str
+) -> tuple[dict[str, GroupHeader], np.ndarray]:
+    """The weight-group records from ``off``, the CRC check, and the payload's u32 words."""
     groups = {}
-    off = _ARCH.size
     for g in weight_groups(arch):
         k, si, m = _GROUP.unpack_from(data, off)
         groups[g] = GroupHeader(k, si, m)
         off += _GROUP.size
     (crc,) = struct.unpack_from("<I", data, off)
-    payload = data[n:]
+    payload = data[off + 4 :]
     if zlib.crc32(data[:off] + payload) != crc:
         raise DataError(f"{name}: checksum mismatch: the file is corrupted or truncated")
-    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-    return Header(arch, lmax, groups), words
+    return groups, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+
+
+# ----------------------------------------------------------------------------- video files
+
+VIDEO_MAGIC = b"iV"
+VIDEO_VERSION = 1
+MAX_VIDEO_SAMPLES = 1 << 28
+"""Largest frames x height x width a video file may declare (256 M pixels)."""
+_VIDEO = struct.Struct("<2sBHHHBBBBBBBH")
+
+
+@dataclass
+class VideoHeader:
+    frames: int
+    t_log2: int
+    """Latent slices every 2^t_log2 frames."""
+    header: Header
+    """The per-frame architecture, latent support and weight groups (shared by all frames)."""
+
+
+def video_header_size(arch: Arch) -> int:
+    return _VIDEO.size + _GROUP.size * len(weight_groups(arch)) + 4
+
+
+def pack_video(vh: VideoHeader, words: np.ndarray) -> bytes:
+    """Layout (little endian): magic "iV" | version u8 | frames u16 | height u16 | width u16 |
+    t_log2 u8 | n_levels u8 | ctx_k u8 | n_ctx u8 | arm_hidden u8 | arm_layers u8 |
+    syn_hidden u8 | latent support R u16 | the weight groups as in image files | crc32 u32 |
+    payload (one constriction stream: weights, then the latents of every slice)."""
+    a = vh.header.arch
+    if a.enhance:
+        raise ValueError("video files have no enhancement block")
+    head = _VIDEO.pack(
+        VIDEO_MAGIC, VIDEO_VERSION, vh.frames, a.height, a.width, vh.t_log2, a.n_levels, a.ctx_k,
+        a.n_ctx, a.arm_hidden, a.arm_layers, a.syn_hidden, vh.header.latent_max,
+    )
+    return _with_groups_and_payload(head, vh.header, words)
+
+
+def unpack_video(data: bytes, name: str = "bitstream") -> tuple[VideoHeader, np.ndarray]:
+    """Parse and check a video file; DataError naming ``name`` when it is not one, is truncated
+    or corrupted (CRC mismatch)."""
+    if len(data) < _VIDEO.size:
+        raise DataError(f"{name}: {len(data)} bytes is too short for an INR video file (truncated?)")
+    fields = _VIDEO.unpack_from(data, 0)
+    if fields[0] != VIDEO_MAGIC:
+        raise DataError(f"{name}: not an INR video file (magic {fields[0]!r}, expected {VIDEO_MAGIC!r})")
+    if fields[1] != VIDEO_VERSION:
+        raise DataError(f"{name}: video format version {fields[1]} is not supported (this reader: "
+                        f"{VIDEO_VERSION})")
+    t, h, w, tl, nl, ck, nc, ah, al, sh, lmax = fields[2:]
+    if (min(t, h, w, nl, nc, ah, sh) == 0 or nl > 16 or ck > 8 or tl > 8
+            or t * h * w > MAX_VIDEO_SAMPLES):
+        raise DataError(f"{name}: header is corrupted ({t} frames of {h}x{w}, levels {nl})")
+    arch = Arch(height=h, width=w, n_levels=nl, ctx_k=ck, n_ctx=nc, arm_hidden=ah,
+                arm_layers=al, syn_hidden=sh, enhance=0)
+    n = video_header_size(arch)
+    if len(data) < n or (len(data) - n) % 4:
+        raise DataError(f"{name}: {len(data)} bytes does not hold a whole file (truncated?)")
+    groups, words = _groups_and_payload(data, _VIDEO.size, arch, name)
+    return VideoHeader(t, tl, Header(arch, lmax, groups)), words

@@ -18,8 +18,10 @@ coded in one constriction range-coder stream; the decoder is exact fixed point (
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -152,10 +154,10 @@ def _scale_index(q: np.ndarray) -> int:
 class _Latents:
     """Training-time view of the grids: quantise, gather ARM contexts, rate and image."""
 
-    def __init__(self, arch: Arch):
+    def __init__(self, arch: Arch, sizes: list[tuple[int, int]] | None = None):
         self.arch = arch
-        self.layout = latent_layout(arch.grid_sizes(), context_pattern(arch.ctx_k, arch.n_ctx),
-                                    arch.ctx_k)
+        self.layout = latent_layout(sizes or arch.grid_sizes(),
+                                    context_pattern(arch.ctx_k, arch.n_ctx), arch.ctx_k)
         self.grid_pos = [torch.from_numpy(p) for p in self.layout.grid_pos]
         self.ctx = torch.from_numpy(self.layout.ctx)
         self.pos = torch.from_numpy(self.layout.pos)
@@ -185,18 +187,87 @@ def _to_uint8_fixed(out: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------- encoder
 
 
+def training_phase(
+    step: int, n1: int, opt: CodecOptions, gen: torch.Generator
+) -> tuple[float, Callable[[torch.Tensor], torch.Tensor]]:
+    """(learning rate, latent quantiser) at ``step``: before ``n1`` a cosine-annealed rate and
+    C3's noisy soft-round (temperature 0.3 -> 0.1, Kumaraswamy a 2 -> 1) or EQLINR's Gumbel
+    annealing (tau 0.5 -> 0.05); from ``n1`` a tenth of the rate and straight-through rounding."""
+    if step >= n1:
+        return opt.lr * 0.1, ste_round
+    f = step / max(1, n1 - 1)
+    lr = opt.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * f)))
+    if opt.quantizer == "softround":
+        t, a = 0.3 - 0.2 * f, 2.0 - f
+        return lr, lambda g: noisy_softround(g, t, a, gen)
+    tau = 0.5 * (0.1**f)
+    return lr, lambda g: sga_round(g, tau, gen)
+
+
+def overfit(
+    opt: CodecOptions,
+    gen: torch.Generator,
+    latents: list[torch.Tensor],
+    params: dict[str, torch.Tensor],
+    loss_of: Callable[[list[torch.Tensor]], torch.Tensor],
+    hard_loss: Callable[[], tuple[float, float]],
+    progress: Progress,
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[tuple[int, float, float]]]:
+    """The two-phase training shared by the image and video encoders: Adam over the network
+    ``params`` and the ``latents`` (at ``latent_lr_scale`` times the rate), the quantiser of
+    :func:`training_phase`, ``loss_of(quantised latents)`` minimised; every tenth of the run
+    ``hard_loss() -> (loss, bpp)`` with hard rounding, and the best such state is returned:
+    (latents, params, history of (step, loss, bpp))."""
+    optim = torch.optim.Adam(
+        [{"params": list(params.values()), "scale": 1.0},
+         {"params": latents, "scale": opt.latent_lr_scale}], lr=opt.lr
+    )
+    n1 = max(1, int(round(opt.steps * (1 - opt.ste_fraction))))
+    check_every = max(1, opt.steps // 10)
+    best: tuple[float, list, dict] | None = None
+    history: list[tuple[int, float, float]] = []
+    last = time.perf_counter()
+    for step in range(opt.steps):
+        lr, quant = training_phase(step, n1, opt, gen)
+        for grp in optim.param_groups:
+            grp["lr"] = lr * grp["scale"]
+        loss = loss_of([quant(g) for g in latents])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        if (step + 1) % check_every == 0 or step == opt.steps - 1:
+            hl, bpp = hard_loss()
+            history.append((step + 1, hl, bpp))
+            if best is None or hl < best[0]:
+                best = (hl, [g.detach().clone() for g in latents],
+                        {k: v.detach().clone() for k, v in params.items()})
+        now = time.perf_counter()
+        if now - last > 0.5:
+            progress((step + 1) / opt.steps, f"training {step + 1}/{opt.steps}")
+            last = now
+    assert best is not None
+    return best[1], best[2], history
+
+
 def encode_image(
     image: np.ndarray, options: CodecOptions | None = None, progress: Progress = no_progress
 ) -> EncodeResult:
     """Overfit a decoder to ``image`` (uint8 [H, W, 3]) and write its bitstream."""
     opt = options or CodecOptions()
+    with encoder_settings(opt.threads):
+        return _encode_image(np.asarray(image), opt, progress)
+
+
+@contextlib.contextmanager
+def encoder_settings(threads: int) -> Iterator[None]:
+    """torch at ``threads`` CPU threads and denormal floats flushed to zero while encoding (tiny
+    Laplace tail probabilities and their gradients are denormals, which the CPU handles ~100x
+    slower: flushing them halved a 256x256 training step, 0.42 -> 0.24 s); restored after."""
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, opt.threads))
-    # tiny Laplace tail probabilities and their gradients are denormal floats, which the CPU
-    # handles ~100x slower: flushing them to zero halved a 256x256 training step (0.42 -> 0.24 s)
+    torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
     try:
-        return _encode_image(np.asarray(image), opt, progress)
+        yield
     finally:
         torch.set_flush_denormal(False)
         torch.set_num_threads(old_threads)
@@ -216,15 +287,10 @@ def _encode_image(image: np.ndarray, opt: CodecOptions, progress: Progress) -> E
     n_pix = H * W
     grids = [torch.zeros(h, w, requires_grad=True) for h, w in arch.grid_sizes()]
     params = {k: v.requires_grad_(True) for k, v in init_params(arch, gen).items()}
-    optim = torch.optim.Adam(
-        [{"params": list(params.values()), "scale": 1.0},
-         {"params": grids, "scale": opt.latent_lr_scale}], lr=opt.lr
-    )
-    n1 = max(1, int(round(opt.steps * (1 - opt.ste_fraction))))
-    check_every = max(1, opt.steps // 10)
-    best: tuple[float, list, dict] | None = None
-    history: list[tuple[int, float, float]] = []
-    last = time.perf_counter()
+
+    def loss_of(q: list[torch.Tensor]) -> torch.Tensor:
+        bits = lat.rate_bits(q, params)
+        return torch.mean((_image(q, params, arch) - target) ** 2) + opt.lmbda * bits / n_pix
 
     def hard_loss() -> tuple[float, float]:
         with torch.no_grad():
@@ -233,39 +299,8 @@ def _encode_image(image: np.ndarray, opt: CodecOptions, progress: Progress) -> E
             mse = torch.mean((_image(q, params, arch).clamp(0, 1) - target) ** 2)
             return float(mse + opt.lmbda * bits / n_pix), float(bits / n_pix)
 
-    for step in range(opt.steps):
-        if step < n1:
-            f = step / max(1, n1 - 1)
-            lr = opt.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * f)))
-            if opt.quantizer == "softround":
-                t, a = 0.3 - 0.2 * f, 2.0 - f
-                q = [noisy_softround(g, t, a, gen) for g in grids]
-            else:
-                tau = 0.5 * (0.1 ** f)
-                q = [sga_round(g, tau, gen) for g in grids]
-        else:
-            lr = opt.lr * 0.1
-            q = [ste_round(g) for g in grids]
-        for grp in optim.param_groups:
-            grp["lr"] = lr * grp["scale"]
-        bits = lat.rate_bits(q, params)
-        mse = torch.mean((_image(q, params, arch) - target) ** 2)
-        loss = mse + opt.lmbda * bits / n_pix
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        if (step + 1) % check_every == 0 or step == opt.steps - 1:
-            hl, bpp = hard_loss()
-            history.append((step + 1, hl, bpp))
-            if best is None or hl < best[0]:
-                best = (hl, [g.detach().clone() for g in grids],
-                        {k: v.detach().clone() for k, v in params.items()})
-        now = time.perf_counter()
-        if now - last > 0.5:
-            progress(0.9 * (step + 1) / opt.steps, f"training {step + 1}/{opt.steps}")
-            last = now
-    assert best is not None
-    _, grids_best, params_best = best
+    grids_best, params_best, history = overfit(
+        opt, gen, grids, params, loss_of, hard_loss, lambda f, m: progress(0.9 * f, m))
     progress(0.9, "quantising weights")
     y_int = [torch.round(g).double() for g in grids_best]
     steps, q_params = _search_steps(y_int, params_best, arch, lat, target, opt.lmbda)
@@ -286,8 +321,23 @@ def _search_steps(
     target: torch.Tensor, lmbda: float,
 ) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """Greedy per-group choice of the weight step 2^-k. Returns (group -> k, name -> int array)."""
-    n_pix = arch.height * arch.width
     yf = [y.float() for y in y_int]
+
+    def evaluate(trial: dict[str, torch.Tensor]) -> tuple[float, float]:
+        mse = float(torch.mean((_image(yf, trial, arch).clamp(0, 1) - target) ** 2))
+        return mse, float(lat.rate_bits(yf, trial))
+
+    return search_weight_steps(params, arch, evaluate, lmbda, arch.height * arch.width)
+
+
+def search_weight_steps(
+    params: dict[str, torch.Tensor], arch: Arch,
+    evaluate: Callable[[dict[str, torch.Tensor]], tuple[float, float]], lmbda: float, n_pix: int,
+) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Cool-chic's greedy search of the weight steps, group after group: for each group the k
+    (step 2^-k) minimising ``mse + lmbda * (latent bits + weight bits) / n_pix``, where
+    ``evaluate(params) -> (mse, latent bits)`` scores the decoder with the trial weights.
+    Returns (group -> k, name -> int array)."""
     cur = {k: v.detach().clone() for k, v in params.items()}
     steps: dict[str, int] = {}
     q_params: dict[str, np.ndarray] = {}
@@ -305,9 +355,8 @@ def _search_steps(
                 for n in names:
                     trial[n] = ints[n].float() * 2.0**-k
                 wbits = _laplace_int_bits(flat, _scale_index(flat), m)
-                bits = float(lat.rate_bits(yf, trial)) + wbits
-                mse = float(torch.mean((_image(yf, trial, arch).clamp(0, 1) - target) ** 2))
-                loss = mse + lmbda * bits / n_pix
+                mse, lbits = evaluate(trial)
+                loss = mse + lmbda * (lbits + wbits) / n_pix
                 if best is None or loss < best[0]:
                     best = (loss, k, ints)
             assert best is not None
@@ -329,6 +378,21 @@ def _write(
     y_int: list[torch.Tensor], q: dict[str, np.ndarray], steps: dict[str, int], arch: Arch,
     lat: _Latents,
 ) -> tuple[bytes, dict[str, float]]:
+    words, gheads, r, w_bits, lat_bits = code_payload(y_int, q, steps, arch, lat)
+    header = bs.Header(arch, r, gheads)
+    data = bs.pack(header, words)
+    hbits = 8.0 * bs.header_size(arch)
+    est = {"header": hbits, "weights": w_bits, "latents": lat_bits,
+           "total": hbits + w_bits + lat_bits}
+    return data, est
+
+
+def code_payload(
+    y_int: list[torch.Tensor], q: dict[str, np.ndarray], steps: dict[str, int], arch: Arch,
+    lat: _Latents,
+) -> tuple[np.ndarray, dict[str, bs.GroupHeader], int, float, float]:
+    """Range-code the weights (group after group) then every latent in the layout's order.
+    Returns (u32 words, group headers, latent support R, estimated weight bits, latent bits)."""
     enc = constriction.stream.queue.RangeEncoder()
     groups = _group_names(arch)
     gheads: dict[str, bs.GroupHeader] = {}
@@ -356,12 +420,7 @@ def _write(
     lat_bits = float(-torch.log2(laplace_bin_prob(
         torch.from_numpy(vals), torch.from_numpy(means), torch.from_numpy(scales), lo=-r, hi=r
     )).sum())
-    header = bs.Header(arch, r, gheads)
-    data = bs.pack(header, enc.get_compressed())
-    hbits = 8.0 * bs.header_size(arch)
-    est = {"header": hbits, "weights": w_bits, "latents": lat_bits,
-           "total": hbits + w_bits + lat_bits}
-    return data, est
+    return enc.get_compressed(), gheads, r, w_bits, lat_bits
 
 
 # ----------------------------------------------------------------------------- decoder
@@ -370,16 +429,37 @@ def _write(
 def decode(data: bytes, name: str = "bitstream") -> np.ndarray:
     """Bitstream -> uint8 [H, W, 3]. Raises DataError (naming ``name``) on a bad file."""
     header, words = bs.unpack(bytes(data), name)
+    return checked_decode(name, _decode, header, words)
+
+
+def checked_decode(name: str, fn: Callable[..., np.ndarray], *args: object) -> np.ndarray:
+    """``fn(*args)``, any failure but a DataError turned into a DataError naming ``name`` (e.g.
+    constriction on a stream that passed the CRC but is inconsistent)."""
     try:
-        return _decode(header, words)
+        return fn(*args)
     except DataError:
         raise
-    except Exception as e:  # constriction on a stream that passed the CRC but is inconsistent
+    except Exception as e:
         raise DataError(f"{name}: the payload could not be decoded ({type(e).__name__}: {e})") from e
 
 
 def _decode(header: bs.Header, words: np.ndarray) -> np.ndarray:
     arch = header.arch
+    q, steps, grids = decode_payload(words, arch, header, arch.grid_sizes())
+    gsteps = {"syn": (steps["syn.w"], steps["syn.b"])}
+    if arch.enhance:
+        gsteps["enh"] = (steps["enh.w"], steps["enh.b"])
+    tparams = {n: torch.from_numpy(v.astype(np.float64)) for n, v in q.items()}
+    with torch.no_grad():
+        out = synthesis(upsample_all(grids, arch, fixed=True), tparams, arch, fixed=True, steps=gsteps)
+    return _to_uint8_fixed(out)
+
+
+def decode_payload(
+    words: np.ndarray, arch: Arch, header: bs.Header, sizes: list[tuple[int, int]]
+) -> tuple[dict[str, np.ndarray], dict[str, int], list[torch.Tensor]]:
+    """Inverse of :func:`code_payload`: (integer weights, group -> k, latent grids float64 of
+    ``sizes``), the ARM run in exact fixed point wavefront after wavefront."""
     dec = constriction.stream.queue.RangeDecoder(words)
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (o, n) in enumerate(arm_shapes(arch.n_ctx, arch.arm_hidden, arch.arm_layers)):
@@ -389,19 +469,19 @@ def _decode(header: bs.Header, words: np.ndarray) -> np.ndarray:
     q: dict[str, np.ndarray] = {}
     for g, names in _group_names(arch).items():
         gh = header.groups[g]
-        sizes = [int(np.prod(shapes[n])) for n in names]
-        total = sum(sizes)
+        sizes_w = [int(np.prod(shapes[n])) for n in names]
+        total = sum(sizes_w)
         if gh.max_abs:
             model = constriction.stream.model.QuantizedLaplace(-gh.max_abs, gh.max_abs)
             flat = dec.decode(model, np.zeros(total), np.full(total, bs.weight_scale(gh.scale_idx)))
         else:
             flat = np.zeros(total, dtype=np.int32)
         off = 0
-        for n, s in zip(names, sizes):
+        for n, s in zip(names, sizes_w):
             q[n] = np.asarray(flat[off : off + s], dtype=np.int64).reshape(shapes[n])
             off += s
     steps = {g: header.groups[g].k for g in header.groups}
-    layout = latent_layout(arch.grid_sizes(), context_pattern(arch.ctx_k, arch.n_ctx), arch.ctx_k)
+    layout = latent_layout(sizes, context_pattern(arch.ctx_k, arch.n_ctx), arch.ctx_k)
     ws, bs_ = _arm_int_lists(q, arch)
     buf = np.zeros(layout.buffer_size, dtype=np.float64)
     r = header.latent_max
@@ -412,12 +492,5 @@ def _decode(header: bs.Header, words: np.ndarray) -> np.ndarray:
         mu_idx, s_idx = arm_fixed(buf[layout.ctx[a:b]], ws, bs_, kw, kb)
         v = dec.decode(model, mu_idx.astype(np.float64) * 2.0**-MU_FRAC, SCALE_TABLE[s_idx])
         buf[layout.pos[a:b]] = v
-    grids = [torch.from_numpy(buf[p].reshape(h, w)) for p, (h, w) in zip(layout.grid_pos, arch.grid_sizes())]
-    tparams = {n: torch.from_numpy(v.astype(np.float64)) for n, v in q.items()}
-    gsteps = {"syn": (steps["syn.w"], steps["syn.b"])}
-    if arch.enhance:
-        gsteps["enh"] = (steps["enh.w"], steps["enh.b"])
-    with torch.no_grad():
-        out = synthesis(upsample_all(grids, arch, fixed=True), tparams, arch, fixed=True, steps=gsteps)
-    return _to_uint8_fixed(out)
-
+    grids = [torch.from_numpy(buf[p].reshape(h, w)) for p, (h, w) in zip(layout.grid_pos, sizes)]
+    return q, steps, grids

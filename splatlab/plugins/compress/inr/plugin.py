@@ -136,12 +136,7 @@ class InrImageCodec(Plugin):
                     curves[codec] = rd.anchor_curve(codec, img)
                 except rd.ToolNotFoundError as e:
                     report.notes.append(str(e))
-            rows: dict[str, list] = {k: [] for k in ("codec", "quality", "bytes", "bpp", "psnr_db", "ms_ssim")}
-            for pts in [*curves.values(), [ours]]:
-                for p in pts:
-                    for k, v in zip(rows, (p.codec, p.quality, p.num_bytes, p.bpp, p.psnr, p.ms_ssim)):
-                        rows[k].append(v)
-            report.tables["rd points"] = rows
+            report.tables["rd points"] = rd.points_table([*curves.values(), [ours]])
         try:
             report.plots["rate-distortion"] = rd.rd_figure(curves, highlight=ours,
                                                            title=f"RD: {source}")

@@ -5,6 +5,10 @@ The image (an upload, the INPUT image, or the current view rendered from a scene
 the model's square input, scored (Mahalanobis map, blurred; image score = its max), and the map
 is resized back and drawn as a JET heatmap over the image, scaled to 1.5 x the highest score of
 the normal training images when the checkpoint stores it.
+
+As the RD4AD plugin: ``test_views`` scores a run's test renders against their error masks, and
+the panel's "Anomaly render mode" button offers "anomaly (FYD)" (FYD's per-position Gaussians
+need its square input, so each view is resized to it and the map resized back).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +25,18 @@ from ....errors import WeightsNotFoundError
 from ....models.weights import load_state_dict_file
 from ...base import Plugin, PluginInputs, Progress, Report, image_input, no_progress
 from .fyd import FYD, TRAIN_COMMAND, load_fyd, score_fyd
-from .plugin import anomaly_report, check_image, decode_image
+from .plugin import (
+    add_anomaly_render_mode,
+    anomaly_report,
+    check_image,
+    decode_image,
+    test_views_report,
+)
+from .render_mode import ERROR_THRESHOLD, scorer_for
 
-__all__ = ["FYDOptions", "FYDPlugin"]
+__all__ = ["FYDOptions", "FYDPlugin", "FYD_RENDER_MODE"]
+
+FYD_RENDER_MODE = "anomaly (FYD)"
 
 
 @dataclass
@@ -33,6 +47,10 @@ class FYDOptions:
     """Path of a trained FYD checkpoint (written by fit_and_save_fyd / benchmarks/anomaly_fyd.py)."""
     overlay: float = 0.5
     """Opacity of the heatmap over the image (0 = image only, 1 = heatmap only)."""
+    test_views: bool = False
+    """On a run: score every test view's render against its photo (pixel AUROC, AUPRO)."""
+    error_threshold: float = ERROR_THRESHOLD
+    """test_views: a pixel is wrong when mean_RGB |render - photo| exceeds this (0..1)."""
 
 
 _CACHE: dict[tuple[str, float], tuple[FYD, dict[str, float]]] = {}
@@ -74,6 +92,11 @@ class FYDPlugin(Plugin):
     def run(
         self, inputs: PluginInputs, options: FYDOptions, progress: Progress = no_progress
     ) -> Report:
+        if options.test_views:
+            model, _ = _load(options.weights)
+            return test_views_report(
+                "FYD", scorer_for(model), inputs, options.error_threshold, progress
+            )
         img, source = self._image(inputs)
         progress(0.1, "loading FYD")
         model, stats = _load(options.weights)
@@ -86,3 +109,19 @@ class FYDPlugin(Plugin):
 
     def _image(self, inputs: PluginInputs) -> tuple[np.ndarray, str]:
         return image_input(inputs, self.name, decode_image, check_image)
+
+    def panel(self, ctx: Any) -> None:
+        """The default panel plus an "Anomaly render mode" button (:data:`FYD_RENDER_MODE`)."""
+        super().panel(ctx)
+        btn = ctx.gui.add_button(
+            "Anomaly render mode",
+            hint=f"load the weights and show the '{FYD_RENDER_MODE}' render mode",
+        )
+        self.panel_handles["render_mode"] = btn
+        opts = self.panel_handles["options"]
+
+        @btn.on_click
+        @ctx.guard
+        def _(_: Any) -> None:
+            model, stats = _load(str(opts["weights"].value))
+            add_anomaly_render_mode(ctx, FYD_RENDER_MODE, model, stats)

@@ -5,6 +5,12 @@ The image is resized to the model's square input (as the official evaluation doe
 the blurred 1 - cos map is resized back and drawn as a JET heatmap over the image. Metrics: the
 image score (the map's max) and, when the checkpoint stores the scores of its normal training
 images, the score relative to their maximum and the fraction of pixels above it.
+
+With ``test_views`` on a run directory, every test view is rendered, scored at its own aspect
+ratio (:mod:`.render_mode`) and compared with its photo: pixel AUROC and AUPRO@0.3 against the
+error mask mean_RGB |render - GT| > ``error_threshold``. In the viewer, the panel's "Anomaly
+render mode" button loads the checkpoint and offers the render mode "anomaly (RD4AD)": the
+current view, rendered from the Gaussians shown, scored, coloured with turbo.
 """
 
 from __future__ import annotations
@@ -23,8 +29,24 @@ from ....errors import DataError, WeightsNotFoundError
 from ....models.rd4ad import RD4ADConfig, ReverseDistillation, load_rd4ad
 from ...base import Plugin, PluginInputs, Progress, Report, image_input, no_progress
 from .rd4ad import score
+from .render_mode import (
+    ERROR_THRESHOLD,
+    RENDER_MODE_COLORMAP,
+    anomaly_render_mode,
+    mode_value_range,
+    score_test_views,
+    scorer_for,
+)
 
-__all__ = ["AnomalyOptions", "RD4ADPlugin", "decode_image", "MAX_PIXELS"]
+__all__ = [
+    "AnomalyOptions",
+    "RD4ADPlugin",
+    "decode_image",
+    "MAX_PIXELS",
+    "RENDER_MODE",
+    "test_views_report",
+    "add_anomaly_render_mode",
+]
 
 MAX_PIXELS = 40_000_000  # larger decoded images are refused (decompression bombs)
 MIN_SIDE = 32
@@ -47,6 +69,13 @@ class AnomalyOptions:
     """Backbone of an official checkpoint (ignored when the checkpoint stores its config)."""
     overlay: float = 0.5
     """Opacity of the heatmap over the image (0 = image only, 1 = heatmap only)."""
+    test_views: bool = False
+    """On a run: score every test view's render against its photo (pixel AUROC, AUPRO)."""
+    error_threshold: float = ERROR_THRESHOLD
+    """test_views: a pixel is wrong when mean_RGB |render - photo| exceeds this (0..1)."""
+
+
+RENDER_MODE = "anomaly (RD4AD)"
 
 
 def decode_image(name: str, content: bytes) -> np.ndarray:
@@ -169,6 +198,60 @@ def anomaly_report(
     )
 
 
+def _side(stats: dict[str, float]) -> int | None:
+    side = int(stats.get("side", 0))  # the training photos' long side (render checkpoints)
+    return side if side > 0 else None
+
+
+def test_views_report(
+    method: str, scorer: Any, inputs: PluginInputs, threshold: float, progress: Progress
+) -> Report:
+    """The ``test_views`` report: the run's test views rendered, scored by ``scorer`` (image
+    [H, W, 3] -> map [H, W]) and compared with their photos (:func:`.render_mode.score_test_views`)."""
+    if inputs.render is None or inputs.dataset is None:
+        raise DataError(
+            f"{method} test_views needs a run directory as INPUT (its scene and the dataset of "
+            "its config.json, with test views and their photos)"
+        )
+    m, renders, maps, masks = score_test_views(
+        scorer, inputs.render, inputs.dataset, threshold, progress
+    )
+    vmax = float(np.percentile(np.stack(maps), 99.5))
+    r8 = (renders[0] * 255 + 0.5).astype(np.uint8)
+    return Report(
+        title=f"{method} anomaly maps of {len(maps)} test renders vs their error masks",
+        metrics={
+            "pixel AUROC": m["pixel_auroc"],
+            "AUPRO@0.3": m["aupro"],
+            "image AUROC (render vs photo)": m["image_auroc"],
+            "wrong pixels": m["error_fraction"],
+        },
+        images={
+            "anomaly map (first test view)": heatmap_overlay(r8, maps[0], vmax, 0.5),
+            "error mask (first test view)": np.repeat(masks[0][..., None] * np.uint8(255), 3, -1),
+        },
+        notes=[
+            f"error mask: mean over R, G, B of |render - photo| > {threshold:g}",
+            "image AUROC: each render (1) against the photo of the same view (0), score = map max",
+        ],
+    )
+
+
+def add_anomaly_render_mode(
+    ctx: Any, name: str, model: Any, stats: dict[str, float]
+) -> None:
+    """Offer ``name`` in the viewer: the current view rendered from the Gaussians shown (over the
+    viewer's background), scored by ``model`` (:func:`.render_mode.scorer_for`), turbo-coloured;
+    and switch to it."""
+
+    def background() -> tuple[float, ...]:
+        return tuple(getattr(ctx, "background", (0.0, 0.0, 0.0)))
+
+    fn = anomaly_render_mode(scorer_for(model, _side(stats)), background)
+    ctx.add_render_mode(name, fn, RENDER_MODE_COLORMAP, mode_value_range(stats))
+    ctx.set_render_mode(name)
+
+
 class RD4ADPlugin(Plugin):
     """Reverse Distillation anomaly map of an image or of the current view."""
 
@@ -185,6 +268,11 @@ class RD4ADPlugin(Plugin):
     def run(
         self, inputs: PluginInputs, options: AnomalyOptions, progress: Progress = no_progress
     ) -> Report:
+        if options.test_views:
+            model, stats = _load(options.weights, options.arch)
+            return test_views_report(
+                "RD4AD", scorer_for(model, _side(stats)), inputs, options.error_threshold, progress
+            )
         img, source = self._image(inputs)
         progress(0.1, "loading RD4AD")
         model, stats = _load(options.weights, options.arch)
@@ -198,3 +286,19 @@ class RD4ADPlugin(Plugin):
 
     def _image(self, inputs: PluginInputs) -> tuple[np.ndarray, str]:
         return image_input(inputs, self.name, decode_image, check_image)
+
+    def panel(self, ctx: Any) -> None:
+        """The default panel (options, Run, report) plus an "Anomaly render mode" button: it
+        loads the checkpoint named by the weights option and offers :data:`RENDER_MODE`."""
+        super().panel(ctx)
+        btn = ctx.gui.add_button(
+            "Anomaly render mode", hint=f"load the weights and show the '{RENDER_MODE}' render mode"
+        )
+        self.panel_handles["render_mode"] = btn
+        opts = self.panel_handles["options"]
+
+        @btn.on_click
+        @ctx.guard
+        def _(_: Any) -> None:
+            model, stats = _load(str(opts["weights"].value), str(opts["arch"].value))
+            add_anomaly_render_mode(ctx, RENDER_MODE, model, stats)

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -690,7 +691,9 @@ def stored_train_config(stored: dict[str, Any], run_dir: Path, **overrides: Any)
     kw.update(overrides)
     cfg = TrainConfig(**kw)
     configs = {
-        cls.section: dataclass_from(cls.Config, stored[cls.section])
+        # an extension's Config may read its older stored forms itself (``from_stored``)
+        cls.section: (getattr(cls.Config, "from_stored", None) or partial(dataclass_from, cls.Config))(
+            stored[cls.section])
         for cls in registry.extension_classes()
         if cls.section and cls.Config is not None and cls.section in stored
     }

@@ -108,6 +108,42 @@ def test_shader_config_rejects_bad_values(small_demo, tmp_path: Path) -> None:
         make_trainer(small_demo, _cfg(tmp_path / "r", 5), ShaderConfig(residual_sh_degree=4))
     with pytest.raises(ValueError, match="init_tint"):
         make_trainer(small_demo, _cfg(tmp_path / "r", 5), ShaderConfig(init_tint=1.0))
+    with pytest.raises(ValueError, match="diffuse_activation"):
+        make_trainer(small_demo, _cfg(tmp_path / "r", 5), ShaderConfig(diffuse_activation="relu"))
+    with pytest.raises(ValueError, match="lambda_residual"):
+        make_trainer(small_demo, _cfg(tmp_path / "r", 5), ShaderConfig(lambda_residual=-1.0))
+
+
+def test_delayed_residual_and_extra_loss_terms(small_demo, tmp_path: Path) -> None:
+    """residual_from_iter: the residual colour is zero before that step and back after it;
+    the residual L2, environment TV and two-way normal loss add gradients where they should."""
+    sc = _shader_cfg(
+        residual_from_iter=5, lambda_residual=1.0, lambda_env_smooth=1.0, normal_loss_two_way=True
+    )
+    tr = make_trainer(small_demo, _cfg(tmp_path / "run", 10), sc)
+    with torch.no_grad():
+        tr.params["shN"].normal_(0.0, 0.2)
+        tr.appearance.env.base.uniform_(0.2, 0.8)
+    i = small_demo.train_ids[0]
+    vm, K, w, h = tr.camera(i)
+    tr.step = 2
+    off = tr.appearance.render_buffers(tr.params, vm, K, w, h, 3, tr.background(), buffers=True)
+    assert float(off["residual"].detach().abs().max()) == 0.0
+    tr.step = 5
+    on = tr.appearance.render_buffers(tr.params, vm, K, w, h, 3, tr.background(), buffers=True)
+    assert float(on["residual"].detach().abs().max()) > 0.05
+    for two_way in (True, False):
+        tr.appearance.config.normal_loss_two_way = two_way
+        out = tr.forward(5, i, vm, K, w, h, 3, None)
+        out["depth"].retain_grad()
+        tr.appearance.loss(tr, 5, out, tr.image(i)).backward()
+        depth_grad = out["depth"].grad
+        if two_way:  # only the normal term reads the depth
+            assert depth_grad is not None and float(depth_grad.abs().sum()) > 0
+        else:
+            assert depth_grad is None or float(depth_grad.abs().sum()) == 0.0
+    assert float(tr.params["shN"].grad.abs().sum()) > 0  # residual L2
+    assert float(tr.appearance.env.base.grad.abs().sum()) > 0  # environment TV
 
 
 def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
@@ -201,9 +237,10 @@ def test_beats_3dgs_on_glossy_pixels(tmp_path: Path) -> None:
 
     Measured 2026-11-23 (2-core x86-64, 1 thread): 3DGS 22.59 dB, GaussianShader 22.78 dB
     (+0.19 dB); ~50 s + ~75 s of training. The previous defaults (residual SH degree 1) gave
-    22.53 dB and fail this. The bound leaves a little room for float differences between
-    machines / torch builds. A reduced image size is NOT used: at 80x60 the same defaults lose
-    (23.88 vs 23.96 dB)."""
+    22.53 dB and fail this. 2026-12-01 (issue 18): deferred shading, tint / roughness learning
+    rate 5e-2 and the two-way depth-normal loss give 25.30 dB (+2.71 dB; test PSNR 30.56 vs
+    29.97; benchmarks/results/shading_env.md), so the bound is now 1 dB (the issue's goal). A reduced image
+    size is NOT used: at 80x60 the issue-5 defaults lost (23.88 vs 23.96 dB)."""
     import numba
 
     ds = make_demo_scene()
@@ -236,4 +273,17 @@ def test_beats_3dgs_on_glossy_pixels(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
         numba.set_num_threads(nb_threads)
     margin = glossy["gaussianshader"] - glossy["3dgs"]
-    assert margin > 0.1, glossy
+    assert margin > 1.0, glossy
+
+
+def test_a_run_stored_before_deferred_shading_resumes_with_its_own_shading(tmp_path):
+    from splatlab.training.trainer import stored_train_config
+
+    train = {"method": "gaussianshader", "steps": 10}
+    old = {"train": train, "shader": {"lr_tint": 0.005, "env_resolution": 32}}
+    _, configs = stored_train_config(old, tmp_path)
+    cfg = configs["shader"]
+    assert cfg.shading == "gaussian" and cfg.normal_loss_two_way is False
+    assert cfg.lr_tint == 0.005 and cfg.env_resolution == 32
+    new = {"train": train, "shader": {"shading": "deferred"}}
+    assert stored_train_config(new, tmp_path)[1]["shader"].normal_loss_two_way is True

@@ -24,6 +24,7 @@ from splatlab.rendering.shading.gaussianshader import (
     normals_from_depth,
     quat_to_rotmat,
     shade_gaussians,
+    shade_pixels,
     shortest_axis,
 )
 
@@ -329,3 +330,74 @@ def test_ggx_ndf_normalised() -> None:
         t = torch.linspace(0, math.pi / 2, 200_001, dtype=torch.float64)
         f = ggx_ndf(t.cos(), r * r) * t.cos() * t.sin() * 2 * math.pi
         assert abs(float(torch.trapezoid(f, t)) - 1.0) < 1e-4
+
+
+def test_ambient_term_and_sigmoid_diffuse() -> None:
+    """The authors' ambient ``(1 - tint) E(n)`` (E = the roughness-1 level, the cosine-weighted
+    irradiance / pi): a constant environment c gives exactly (1 - tint) c; a bright sky over a
+    dark ground lights up-facing normals more. ``sigmoid(raw - log 3)`` diffuse as in their code."""
+    g = torch.Generator().manual_seed(11)
+    N = 16
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(N, 1)  # shortest axis = z (scales below)
+    params = {
+        "means": torch.randn(N, 3, generator=g) * 0.1,
+        "scales": torch.log(torch.tensor([[0.1, 0.1, 0.001]]).repeat(N, 1)),
+        "quats": quats,
+        "sh0": torch.randn(N, 1, 3, generator=g) * 0.3,
+        "shN": torch.zeros(N, 3, 3),
+        "tint": torch.randn(N, 3, generator=g),
+        "roughness": torch.randn(N, 1, generator=g),
+        "normal_res": torch.zeros(N, 3),
+    }
+    lut = split_sum_lut(16)
+    const = EnvironmentMap(8, 2, base=torch.full((6, 8, 8, 3), 0.3))
+    above, below = torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0.0, 0.0, -3.0])
+    plain = shade_gaussians(params, above, const, lut, 0)
+    amb = shade_gaussians(params, above, const, lut, 0, ambient=True)
+    tint = torch.sigmoid(params["tint"])
+    assert torch.allclose(amb.diffuse - plain.diffuse, (1 - tint) * 0.3, atol=1e-4)
+    assert torch.allclose(amb.specular, plain.specular)
+    sky = EnvironmentMap(
+        8, 2, base=cube_from_function(lambda d: np.repeat((d[:, 2:3] > 0) * 1.0, 3, 1), 8)
+    )
+    up = shade_gaussians(params, above, sky, lut, 0, ambient=True)  # normals turn to +z
+    down = shade_gaussians(params, below, sky, lut, 0, ambient=True)  # ... and to -z
+    e_up = (up.diffuse - plain.diffuse) / (1 - tint)
+    e_down = (down.diffuse - plain.diffuse) / (1 - tint)
+    assert float(e_up.min()) > 0.8 and float(e_down.max()) < 0.2
+    sig = shade_gaussians(params, above, const, lut, 0, diffuse_activation="sigmoid")
+    raw = params["sh0"][:, 0] * 0.28209479177387814 + 0.5
+    assert torch.allclose(sig.diffuse, torch.sigmoid(raw - math.log(3.0)), atol=1e-6)
+    with pytest.raises(ValueError, match="diffuse_activation"):
+        shade_gaussians(params, above, const, lut, 0, diffuse_activation="relu")
+
+
+def test_deferred_pixel_shading_mirror() -> None:
+    """shade_pixels: a camera on +x looking down -x at a mirror facing +x sees the environment
+    behind itself (+x); a constant environment c gives c (tint A + B); premultiplied buffers are
+    un-premultiplied (alpha 0.5 -> half the light), empty pixels get nothing."""
+    H = W = 8
+    K = torch.tensor([[20.0, 0, W / 2], [0, 20.0, H / 2], [0, 0, 1]])
+    # camera at (3, 0, 0) looking along -x: camera z = -x, x = +y, y = -z (world-to-camera R)
+    R = torch.tensor([[0.0, 1, 0], [0, 0, -1], [-1, 0, 0]])
+    vm = torch.eye(4)
+    vm[:3, :3] = R
+    vm[:3, 3] = -(R @ torch.tensor([3.0, 0, 0]))
+    alpha = torch.ones(H, W, 1)
+    alpha[0] = 0.5
+    alpha[-1] = 0.0
+    normal = torch.tensor([1.0, 0, 0]).expand(H, W, 3) * alpha
+    tint = torch.full((H, W, 3), 0.9) * alpha
+    rough = torch.full((H, W, 1), 0.08) * alpha
+    lut = split_sum_lut(16)
+    half = EnvironmentMap(8, 2, base=cube_from_function(lambda d: np.repeat((d[:, :1] > 0) * 1.0, 3, 1), 8))
+    spec, amb = shade_pixels(normal, tint, rough, alpha, vm, K, half, lut)
+    assert float(spec[1:-1].min()) > 0.7  # mirror shows the bright +x half
+    assert float(spec[-1].abs().max()) == 0.0 and float(amb.abs().max()) == 0.0
+    const = EnvironmentMap(8, 2, base=torch.full((6, 8, 8, 3), 0.4))
+    spec, amb = shade_pixels(normal, tint, rough, alpha, vm, K, const, lut, ambient=True)
+    ab = lut_lookup(lut, torch.tensor([1.0]), torch.tensor([0.08]))[0]
+    expect = 0.4 * (0.9 * ab[0] + ab[1])
+    assert abs(float(spec[H // 2, W // 2, 0]) - float(expect)) < 0.02
+    assert abs(float(spec[0, W // 2, 0]) - 0.5 * float(expect)) < 0.01
+    assert torch.allclose(amb[1:-1], torch.full_like(amb[1:-1], 0.1 * 0.4), atol=1e-3)

@@ -40,6 +40,7 @@ to world, so world axis k is ``R[:, k]`` (the official code's issue #19 took a r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ from torch import Tensor
 from ..backends.torch import quat_to_rotmat
 from ..sh import SH_C0, sh_basis
 from .brdf import lut_lookup
-from .envmap import EnvironmentMap
+from .envmap import EnvironmentMap, sample_cube
 
 __all__ = [
     "SHADING_KEYS",
@@ -59,6 +60,7 @@ __all__ = [
     "shortest_axis",
     "gaussian_normals",
     "shade_gaussians",
+    "shade_pixels",
     "camera_center",
     "normals_from_depth",
     "normal_consistency_loss",
@@ -137,6 +139,8 @@ def shade_gaussians(
     mips: list[Tensor] | None = None,
     tint_model: str = "official",
     env_rotation: Tensor | None = None,  # [3, 3]
+    ambient: bool = False,
+    diffuse_activation: str = "clamp",
 ) -> ShadedGaussians:
     """Colour of every Gaussian seen from ``cam_center`` (GaussianShader's shading function).
 
@@ -152,9 +156,18 @@ def shade_gaussians(
         env_rotation: rotation from the frame of ``params`` to the environment's frame (a scene
             exported in original coordinates whose environment was learned in the normalised
             frame); None = the same frame.
+        ambient: add the authors' ambient term ``(1 - tint) * E(n)``, E = the environment's
+            coarsest level (prefiltered at roughness 1, i.e. the cosine-weighted irradiance / pi)
+            looked up along the normal; it is part of ``diffuse`` in the result.
+        diffuse_activation: "clamp" ``max(raw, 0)`` or "sigmoid" ``sigmoid(raw - log 3)`` (the
+            authors' code), with ``raw = C0 sh0 + 0.5`` (the point colour at initialisation).
     """
     if tint_model not in ("official", "paper"):
         raise ValueError(f"tint_model must be 'official' or 'paper', got {tint_model!r}")
+    if diffuse_activation not in ("clamp", "sigmoid"):
+        raise ValueError(
+            f"diffuse_activation must be 'clamp' or 'sigmoid', got {diffuse_activation!r}"
+        )
     means = params["means"]
     scales = params["scales"]
     normal = gaussian_normals(means, params["quats"], scales, params["normal_res"], cam_center)
@@ -165,12 +178,20 @@ def shade_gaussians(
     tint = torch.sigmoid(params["tint"])  # [N, 3]
     ab = lut_lookup(lut, nv.clamp(1e-4, 1.0)[:, 0], roughness[:, 0])  # [N, 2]
     env_dirs = refl if env_rotation is None else refl @ env_rotation.to(refl).T
+    mips = env.build_mips() if mips is None else mips
     light = env.specular(env_dirs, roughness, mips)  # [N, 3]
     if tint_model == "paper":
         specular = tint * light * (ab[:, 0:1] + ab[:, 1:2])
     else:
         specular = light * (tint * ab[:, 0:1] + ab[:, 1:2])
-    diffuse = (params["sh0"][:, 0, :] * SH_C0 + 0.5).clamp_min(0.0)
+    raw = params["sh0"][:, 0, :] * SH_C0 + 0.5
+    if diffuse_activation == "sigmoid":
+        diffuse = torch.sigmoid(raw - math.log(3.0))
+    else:
+        diffuse = raw.clamp_min(0.0)
+    if ambient:
+        n_env = normal if env_rotation is None else normal @ env_rotation.to(normal).T
+        diffuse = diffuse + (1.0 - tint) * sample_cube(mips[-1], n_env)
     shN = params["shN"]
     d = min(int(sh_degree), _degree_of(shN.shape[1]))
     if d > 0:
@@ -191,6 +212,62 @@ def shade_gaussians(
         roughness=roughness,
         tint=tint,
     )
+
+
+def shade_pixels(
+    normal: Tensor,  # [H, W, 3] alpha-blended shading normals
+    tint: Tensor,  # [H, W, 3] alpha-blended tint
+    roughness: Tensor,  # [H, W, 1] alpha-blended roughness
+    alpha: Tensor,  # [H, W, 1]
+    viewmat: Tensor,  # [4, 4]
+    K: Tensor,  # [3, 3]
+    env: EnvironmentMap,
+    lut: Tensor,  # [S, S, 2]
+    tint_model: str = "official",
+    env_rotation: Tensor | None = None,  # [3, 3]
+    ambient: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Deferred split-sum shading (3DGS-DR's order): the normal, tint and roughness are blended
+    first and the reflection is looked up ONCE per pixel, along the pixel's own ray, instead of
+    per Gaussian and then blended. Blended attributes are divided by alpha (they are
+    premultiplied) and the results multiplied by it again, so empty pixels get nothing.
+
+    Returns:
+        specular: Tensor  # [H, W, 3] ``alpha L_pre(r, rough) (tint A + B)`` (or the paper form)
+        ambient: Tensor  # [H, W, 3] ``alpha (1 - tint) E(n)`` (zeros unless ``ambient``)
+    """
+    H, W, _ = normal.shape
+    dev, dt = normal.device, normal.dtype
+    a = alpha.clamp_min(1e-6)
+    n = F.normalize(normal, dim=-1).reshape(-1, 3)
+    t = (tint / a).clamp(0.0, 1.0).reshape(-1, 3)
+    r = (roughness / a).clamp(0.0, 1.0).reshape(-1, 1)
+    v, u = torch.meshgrid(
+        torch.arange(H, device=dev, dtype=dt) + 0.5,
+        torch.arange(W, device=dev, dtype=dt) + 0.5,
+        indexing="ij",
+    )
+    Kd = K.to(dt)
+    cam = torch.stack([(u - Kd[0, 2]) / Kd[0, 0], (v - Kd[1, 2]) / Kd[1, 1], torch.ones_like(u)], -1)
+    d = F.normalize(cam.reshape(-1, 3) @ viewmat[:3, :3].to(dt), dim=-1)  # world ray, R^T d
+    wo = -d
+    nv = (n * wo).sum(-1, keepdim=True)
+    n = torch.where(nv < 0, -n, n)  # blended normals face the camera
+    nv = nv.abs()
+    refl = 2.0 * nv * n - wo
+    ab = lut_lookup(lut, nv.clamp(1e-4, 1.0)[:, 0], r[:, 0])
+    mips = env.build_mips()
+    env_dirs = refl if env_rotation is None else refl @ env_rotation.to(refl).T
+    light = env.specular(env_dirs, r, mips)
+    if tint_model == "paper":
+        spec = t * light * (ab[:, 0:1] + ab[:, 1:2])
+    else:
+        spec = light * (t * ab[:, 0:1] + ab[:, 1:2])
+    amb = torch.zeros_like(spec)
+    if ambient:
+        n_env = n if env_rotation is None else n @ env_rotation.to(n).T
+        amb = (1.0 - t) * sample_cube(mips[-1], n_env)
+    return spec.reshape(H, W, 3) * alpha, amb.reshape(H, W, 3) * alpha
 
 
 def _degree_of(k_rest: int) -> int:
@@ -246,11 +323,14 @@ def normal_consistency_loss(
     normal: Tensor,  # [H, W, 3] rendered (alpha-blended) normals
     normal_ref: Tensor,  # [H, W, 3] normals from the rendered depth
     weight: Tensor,  # [H, W] e.g. eroded alpha
+    detach_ref: bool = True,
 ) -> Tensor:
-    """mean(w (1 - n . n_ref)) with n normalised and n_ref, w held fixed (Ref-NeRF's predicted-
-    normal loss, as GaussianShader uses it)."""
+    """mean(w (1 - n . n_ref)) with n normalised and w held fixed (Ref-NeRF's predicted-normal
+    loss, as GaussianShader uses it). ``detach_ref``: n_ref held fixed (GaussianShader); False lets
+    the gradient reach the depth too (the two-way depth-normal consistency of 3DGS-DR / GS-IR)."""
     n = F.normalize(normal, dim=-1)
-    return (weight.detach() * (1.0 - (n * normal_ref.detach()).sum(-1))).mean()
+    ref = normal_ref.detach() if detach_ref else normal_ref
+    return (weight.detach() * (1.0 - (n * ref).sum(-1))).mean()
 
 
 def zero_one_loss(alpha: Tensor, eps: float = 1e-3) -> Tensor:

@@ -312,7 +312,11 @@ def test_plugin_inputs_malformed_exit_2_with_one_line_naming_the_file(tmp_path: 
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + b"\0" * 40)
     sf.write(tmp_path / "short.wav", np.zeros(10, np.float32), 16000)
     (tmp_path / "garbage.ply").write_bytes(os.urandom(500))
+    (tmp_path / "corrupt.mp4").write_bytes(os.urandom(3000))
+    (tmp_path / "empty.mkv").write_bytes(b"")
     cases = [
+        ("inr-video-codec", "corrupt.mp4"), ("inr-video-codec", "empty.mkv"),
+        ("inr-video-codec", "garbage.ply"), ("inr-video-codec", "ok.png"),
         ("inr-image-codec", "corrupt.png"), ("inr-image-codec", "text.png"),
         ("inr-image-codec", "tiny.png"), ("inr-image-codec", "short.wav"),
         ("anomaly-rd4ad", "corrupt.png"), ("anomaly-rd4ad", "ok.png"),  # ok image, no weights

@@ -89,7 +89,8 @@ def read_video_frames(path: Path, n: int, max_side: int) -> np.ndarray:
     is at most ``max_side`` (even sizes), through ffmpeg / ffprobe."""
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if ffmpeg is None or ffprobe is None:
-        raise rd.ToolNotFoundError("ffmpeg is not installed; install it: apt-get install ffmpeg")
+        raise rd.ToolNotFoundError(f"{path}: reading a video needs ffmpeg, which is not installed; "
+                                   "install it: apt-get install ffmpeg")
     probe = subprocess.run(
         [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
          "-of", "json", str(path)], capture_output=True, text=True,
@@ -98,7 +99,7 @@ def read_video_frames(path: Path, n: int, max_side: int) -> np.ndarray:
         st = json.loads(probe.stdout)["streams"][0]
         w, h = int(st["width"]), int(st["height"])
     except (ValueError, KeyError, IndexError) as e:
-        raise DataError(f"{path}: not a readable video ({probe.stderr.strip() or e}); pass an "
+        raise DataError(f"{path}: not a readable video ({_one_line(probe.stderr) or e}); pass an "
                         ".mp4 / .mkv / .webm file ffmpeg can decode") from e
     s = min(1.0, max_side / max(w, h)) if max_side else 1.0
     w2, h2 = max(8, 2 * round(w * s / 2)), max(8, 2 * round(h * s / 2))
@@ -107,10 +108,15 @@ def read_video_frames(path: Path, n: int, max_side: int) -> np.ndarray:
          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True,
     )
     if res.returncode != 0 or not res.stdout:
-        raise DataError(f"{path}: ffmpeg could not decode it ({res.stderr.decode(errors='replace').strip()})")
+        raise DataError(f"{path}: ffmpeg could not decode it ({_one_line(res.stderr.decode(errors='replace'))})")
     frames = np.frombuffer(res.stdout, np.uint8)
     t = frames.size // (w2 * h2 * 3)
     return frames[: t * w2 * h2 * 3].reshape(t, h2, w2, 3)
+
+
+def _one_line(stderr: str) -> str:
+    """ffmpeg's error output on one line (its lines joined with "; ")."""
+    return "; ".join(ln.strip() for ln in stderr.splitlines() if ln.strip())
 
 
 def _montage(frames: np.ndarray, k: int = 4) -> np.ndarray:

@@ -168,6 +168,8 @@ class Default3DGS(StrategySpec):
             prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
             refine_start_iter=cfg.refine_start_iter, refine_stop_iter=cfg.refine_stop_iter,
             refine_every=cfg.refine_every, reset_every=cfg.reset_every, absgrad=cfg.absgrad,
+            prune_scale3d=cfg.prune_scale3d,
+            refine_scale2d_stop_iter=cfg.refine_scale2d_stop_iter,
             verbose=False,
         )
         return strategy, strategy.initialize_state(scene_scale=scene_scale)

@@ -98,6 +98,13 @@ class TrainConfig:
     """Composite renders on a random colour each step (gsplat's random_bkgd)."""
     antialiased: bool = False
     """Mip-Splatting-style antialiased rasterization (opacity compensation)."""
+    num_downscales: int = 0
+    """Coarse-to-fine training (nerfstudio splatfacto, OpenSplat): the first steps see the images
+    and cameras downscaled by 2^num_downscales, the resolution doubling every
+    ``resolution_schedule`` steps until it is full. 0: full resolution throughout. Applies to the
+    plain 3DGS appearance without feature fields."""
+    resolution_schedule: int = 3000
+    """Steps per resolution level of the coarse-to-fine schedule (``num_downscales``)."""
     refine_start_iter: int = 500
     """First step of densification."""
     refine_stop_iter: int = 15_000
@@ -110,6 +117,12 @@ class TrainConfig:
     """Screen-space gradient threshold for clone/split (3dgs method)."""
     prune_opa: float = 0.005
     """Opacity under which Gaussians are pruned (3dgs) or relocated (mcmc)."""
+    prune_scale3d: float = 0.1
+    """Prune Gaussians larger than this times the scene extent, after the first opacity reset (3dgs)."""
+    refine_scale2d_stop_iter: int = 0
+    """Until this step, also split Gaussians wider than 5 % of the image (and, after the first
+    reset, prune those wider than 15 %), as OpenSplat / splatfacto do until step 4000; 0: off
+    (gsplat's default, the official 3DGS code's behaviour)."""
     absgrad: bool = False
     """Use absolute gradients for densification (AbsGS; set grow_grad2d ~ 8e-4 with it)."""
     mcmc_cap_max: int = 1_000_000
@@ -241,6 +254,17 @@ class Trainer:
             cfg = ext.adjust_train_config(cfg)
         if not 0 <= cfg.sh_degree <= 3:
             raise ValueError(f"sh_degree must be in 0..3, got {cfg.sh_degree}")
+        if cfg.num_downscales < 0 or cfg.resolution_schedule < 1:
+            raise ValueError(
+                f"num_downscales must be >= 0 and resolution_schedule >= 1, got {cfg.num_downscales} "
+                f"and {cfg.resolution_schedule}"
+            )
+        if cfg.num_downscales > 0 and (self.fields or self.components.appearance != "sh"):
+            raise registry.MethodError(
+                f"--num-downscales {cfg.num_downscales} (coarse-to-fine) supports the plain 3DGS "
+                f"appearance only; this run uses appearance {self.components.appearance!r} and "
+                f"fields {list(self.components.fields)}: train at full resolution (--num-downscales 0)"
+            )
         self.dataset = dataset
         self.cfg = cfg
         self.device = _device(cfg.device)
@@ -251,7 +275,7 @@ class Trainer:
         self.scene_scale = dataset.scene_extent()
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.images: dict[int, Tensor] = {}
+        self.images: dict[int | tuple[int, int], Tensor] = {}
         self.step = 0
         self.params, self.optimizers = self._init_params()
         for ext in self.extensions:
@@ -374,8 +398,23 @@ class Trainer:
         return torch.optim.lr_scheduler.ExponentialLR(self.optimizers["means"], gamma=gamma)
 
     # -------------------------------------------------------------- data
-    def image(self, i: int) -> Tensor:
-        """Ground-truth image i as float32 [H, W, 3] on the training device (loaded once)."""
+    def train_downscale(self, step: int) -> int:
+        """Image downscale factor of the coarse-to-fine schedule at ``step`` (1: full size)."""
+        levels = self.cfg.num_downscales - step // max(self.cfg.resolution_schedule, 1)
+        return 2 ** max(levels, 0)
+
+    def image(self, i: int, downscale: int = 1) -> Tensor:
+        """Ground-truth image i as float32 [H, W, 3] on the training device (loaded once).
+        ``downscale`` d > 1: the box-filtered image of (H // d, W // d) pixels (the top-left
+        (H // d) d x (W // d) d pixels averaged in d x d blocks), cached too."""
+        if downscale > 1:
+            key = (i, downscale)
+            if key not in self.images:
+                full = self.image(i)
+                h, w = full.shape[0] // downscale, full.shape[1] // downscale
+                crop = full[: h * downscale, : w * downscale].permute(2, 0, 1)[None]
+                self.images[key] = torch.nn.functional.avg_pool2d(crop, downscale)[0].permute(1, 2, 0).contiguous()
+            return self.images[key]
         if i not in self.images:
             img = self.dataset.load_image(i)
             f = self.dataset.frames[i]
@@ -387,10 +426,16 @@ class Trainer:
             self.images[i] = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).to(self.device)
         return self.images[i]
 
-    def camera(self, i: int) -> tuple[Tensor, Tensor, int, int]:
+    def camera(self, i: int, downscale: int = 1) -> tuple[Tensor, Tensor, int, int]:
+        """(viewmat, K, width, height) of view i; ``downscale`` d > 1: the camera of
+        :meth:`image` (i, d): intrinsics / d (pixel i covers [i, i + 1)), size // d."""
         f = self.dataset.frames[i]
         vm = torch.tensor(f.viewmat, dtype=torch.float32, device=self.device)
         K = torch.tensor(f.K, dtype=torch.float32, device=self.device)
+        if downscale > 1:
+            K = K.clone()
+            K[:2] /= downscale
+            return vm, K, f.width // downscale, f.height // downscale
         return vm, K, f.width, f.height
 
     def background(self) -> Tensor:
@@ -455,8 +500,9 @@ class Trainer:
                 if not order:
                     order = self._order()
                 i = order.pop()
-                gt = self.image(i)
-                vm, K, w, h = self.camera(i)
+                d = self.train_downscale(step)
+                gt = self.image(i, d)
+                vm, K, w, h = self.camera(i, d)
                 sh_deg = min(step // max(cfg.sh_degree_interval, 1), cfg.sh_degree)
                 bg = torch.rand(3, device=self.device) if cfg.random_background else None
                 out = self.forward(step, i, vm, K, w, h, sh_deg, bg)
@@ -554,10 +600,16 @@ class Trainer:
         mask = self.dataset.load_mask(i)
         if mask is None:
             alpha = self.dataset.meta.get("alpha")
-            if alpha is not None:
-                return torch.as_tensor(np.asarray(alpha[i], dtype=np.float32), device=self.device)[..., None]
-            return torch.ones_like(render_alpha)
-        return torch.as_tensor(mask, dtype=torch.float32, device=self.device)[..., None]
+            if alpha is None:
+                return torch.ones_like(render_alpha)
+            a = torch.as_tensor(np.asarray(alpha[i], dtype=np.float32), device=self.device)[..., None]
+        else:
+            a = torch.as_tensor(mask, dtype=torch.float32, device=self.device)[..., None]
+        h, w = render_alpha.shape[:2]
+        if a.shape[:2] != (h, w):  # a coarse-to-fine step: box-filter like image(i, d)
+            d = a.shape[0] // h
+            a = torch.nn.functional.avg_pool2d(a[: h * d, : w * d].permute(2, 0, 1)[None], d)[0].permute(1, 2, 0)
+        return a
 
     def _tensorboard(self):  # noqa: ANN202
         if not self.cfg.tensorboard:

@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument(
         "--train", default="", help="save the trained FYD checkpoint (last texture, last seed) here"
     )
+    ap.add_argument("--skip-rd4ad", action="store_true",
+                    help="no RD4AD column (e.g. with a new teacher, whose RD4AD would take ~30 min)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "fyd.md"), help="'' = print only")
     args = ap.parse_args()
@@ -128,14 +130,16 @@ def main() -> None:
         ck = Path(args.rd4ad_ckpt.format(cat=cat))
         rd_note = f"load of {ck.name}; its training time: BENCHMARKS.md"
         t0 = time.perf_counter()
-        if ck.is_file():
+        if args.skip_rd4ad:
+            rd, rd_note = None, "skipped (--skip-rd4ad)"
+        elif ck.is_file():
             rd = load_rd4ad(ck)
             if rd.config != rd_config:
                 print(f"{ck}: config {rd.config} != {rd_config}; training RD4AD", file=sys.stderr)
                 rd = None
         else:
             rd = None
-        if rd is None:
+        if rd is None and not args.skip_rd4ad:
             rd, _ = fit_and_save(
                 data,
                 f"/tmp/rd4ad_fydbench_{cat}.pt",
@@ -144,7 +148,7 @@ def main() -> None:
             )
             rd_note = f"trained here, {args.rd4ad_epochs} epochs"
         rd_s = time.perf_counter() - t0
-        m_rd = evaluate(rd, data)
+        m_rd = evaluate(rd, data) if rd is not None else None
         # PaDiM: FYD with untrained (identity) ICA / FCA, Gaussians fitted on the same images
         t0 = time.perf_counter()
         torch.manual_seed(tcfg.seed)
@@ -168,7 +172,7 @@ def main() -> None:
             mean = {k: float(np.mean([r[kind][k] for r in runs])) for k in runs[0][kind]}
             std = {k: float(np.std([r[kind][k] for r in runs])) for k in runs[0][kind]}
             rows.append(
-                f"| {cat} | {label} | {_fmt(m_rd[kind])} | {_fmt(m_pd[kind])} | {_fmt(mean)} | "
+                f"| {cat} | {label} | {_fmt(m_rd[kind]) if m_rd else '-'} | {_fmt(m_pd[kind])} | {_fmt(mean)} | "
                 f"{_fmt(std)} |"
             )
         times.append(

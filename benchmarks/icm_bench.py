@@ -14,9 +14,11 @@ Recipe (one CPU thread, everything trained here, seeds fixed):
 - task-trained codec: the base fine-tuned ICM_STEPS steps with rate + w * CE (frozen task net),
   w in TASK_WEIGHTS;
 - ARR: the base + a new ARR (C levels, lr 3e-3) trained ICM_STEPS steps end to end, w in
-  ARR_WEIGHTS;
+  ARR_WEIGHTS; ``--arr-init palette`` (default) starts it as nearest-colour quantisation to the
+  k-means palette of the training views (`ARR.init_palette`), ``random`` from random weights;
 - bridge: on the task-trained codec at the middle w, BRIDGE_STEPS PatchGAN steps on the first two
-  decoder stages (MSE + 1e-3 LSGAN, lr 1e-4).
+  decoder stages (1e-3 255^2 MSE + 1e-3 LSGAN + ``--bridge-task-weight`` x CE of the frozen task
+  net, lr 1e-4; the weight chosen on the validation ring by benchmarks/icm_bridge_task.py).
 Rates are the bytes of each file (header included) over the 24 test views; mIoU pooled over them.
 """
 
@@ -53,7 +55,7 @@ from splatlab.plugins.compress.icm.train import (
 TASK_STEPS, BASE_STEPS, FT_STEPS, ICM_STEPS, BRIDGE_STEPS = 500, 800, 150, 200, 250
 PLAIN_LAMBDAS = (0.003, 0.01, 0.03)
 TASK_WEIGHTS = (0.5, 2.0, 8.0)
-ARR_WEIGHTS = (0.5, 8.0)  # two points per ARR curve (the CPU budget)
+ARR_WEIGHTS = (0.5, 2.0, 8.0)
 LEVELS = (2, 4, 8)
 
 
@@ -82,6 +84,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="10x fewer steps (smoke run)")
     ap.add_argument("--save-checkpoint", default="",
                     help="also write the bridged task-trained codec's bundle here (plugin input)")
+    ap.add_argument("--arr-init", choices=("palette", "random"), default="palette")
+    ap.add_argument("--bridge-task-weight", type=float, default=0.0)
     a = ap.parse_args()
     if a.quick:
         TASK_STEPS, BASE_STEPS, FT_STEPS, ICM_STEPS, BRIDGE_STEPS = 80, 150, 25, 35, 40
@@ -94,7 +98,8 @@ def main() -> int:
                  "recipe": {"task_steps": TASK_STEPS, "base_steps": BASE_STEPS, "ft_steps": FT_STEPS,
                             "icm_steps": ICM_STEPS, "bridge_steps": BRIDGE_STEPS,
                             "plain_lambdas": PLAIN_LAMBDAS, "task_weights": TASK_WEIGHTS,
-                            "arr_weights": ARR_WEIGHTS,
+                            "arr_weights": ARR_WEIGHTS, "arr_init": a.arr_init,
+                            "bridge_task_weight": a.bridge_task_weight,
                             "levels": LEVELS, "N": 48, "M": 48, "crop": 64, "batch": 8},
                  "times_s": {}}
     train, test = demo_views("train", 128, a.cache), demo_views("test", 128, a.cache)
@@ -139,6 +144,8 @@ def main() -> int:
         for w in ARR_WEIGHTS:
             torch.manual_seed(lv)
             c, arr = clone_codec(base), ARR(lv)
+            if a.arr_init == "palette":
+                arr.init_palette(train.images, seed=lv)
             st = train_codec(c, crop_batches(train.images, train.labels, 64, 8, 30), ICM_STEPS,
                              mse_weight=0.0, task_net=task, task_weight=w, arr=arr, lr=3e-4)
             ev = record(f"ARR C={lv}", w, c, arr, st["seconds"])
@@ -160,11 +167,13 @@ def main() -> int:
     w_mid = TASK_WEIGHTS[len(TASK_WEIGHTS) // 2]
     codec, _ = models[f"task{w_mid}"]
     before = evaluate(codec, test, task)
-    human, st = bridge_decoder(codec, crop_batches(train.images, None, 64, 8, 40), BRIDGE_STEPS)
+    torch.manual_seed(0)
+    human, st = bridge_decoder(codec, crop_batches(train.images, train.labels, 64, 8, 40),
+                               BRIDGE_STEPS, task_net=task, task_weight=a.bridge_task_weight)
     after = evaluate(codec, test, task, decoder=human)
     res["times_s"]["bridge"] = st["seconds"]
     res["bridge"] = {
-        "codec": f"task-trained w={w_mid}",
+        "codec": f"task-trained w={w_mid}", "task_weight": a.bridge_task_weight,
         "before": before.as_dict(),
         "after": after.as_dict(),
         "bitstreams_identical": before.bitstreams == after.bitstreams,

@@ -66,3 +66,31 @@ def test_arr_bad_inputs() -> None:
         ARR(1)
     with pytest.raises(DataError, match="B, 3, H, W"):
         ARR(2)(torch.rand(1, 4, 8, 8))
+
+
+def test_arr_palette_init_is_nearest_colour_quantisation_and_uses_every_level() -> None:
+    torch.manual_seed(0)
+    x, lab = _stripes(4, w=64)
+    img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    arr = ARR(4, hidden=8)
+    pal = arr.init_palette(img[None], prior_scale=200.0)
+    arr.eval()
+    with torch.no_grad():
+        out = arr(x)
+    # exactly the nearest palette colour for every pixel
+    p = torch.as_tensor(pal, dtype=torch.float32).clamp(0.02, 0.98)
+    near = (x[0].permute(1, 2, 0)[:, :, None] - p).square().sum(-1).argmin(-1)
+    assert torch.allclose(out[0].permute(1, 2, 0), arr.colors()[near], atol=1e-6)
+    assert len(torch.unique(near)) == 4  # the four stripes -> the four levels
+    assert float(F.mse_loss(out, x)) < 2e-3  # palette quantisation of 4 flat stripes + noise
+    # gradients still reach the CNN (zeroed last layer) and the colours
+    arr.train()
+    arr(x).square().mean().backward()
+    assert arr.net[-1].weight.grad.abs().sum() > 0 and arr.color_logits.grad.abs().sum() > 0
+    # an old state dict without the prior loads as "no prior"
+    old = {k: v for k, v in ARR(4, hidden=8).state_dict().items() if k != "prior_scale"}
+    fresh = ARR(4, hidden=8)
+    fresh.load_state_dict(old)
+    assert float(fresh.prior_scale) == 0.0
+    with pytest.raises(DataError, match="init_palette"):
+        ARR(4).init_palette(np.zeros((1, 1, 3), np.uint8))

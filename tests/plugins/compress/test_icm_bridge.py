@@ -75,3 +75,50 @@ def test_checkerboard_measure() -> None:
         checkerboard_db([img], [img, img])
     with pytest.raises(DataError):
         bridge_decoder(MeanScaleHyperprior(CodecConfig(8, 8)), iter(()), steps=-1)
+
+
+def test_bridge_task_term_keeps_the_task_output() -> None:
+    """With the frozen task net's CE in the loss, the bridged decoding's task loss on its labels
+    ends lower than that of the same bridge trained without the task term."""
+    import torch.nn.functional as F
+
+    from splatlab.plugins.compress.icm.task import SegNet
+    from splatlab.plugins.compress.icm.train import train_codec
+
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.stack(_images(2))).permute(0, 3, 1, 2).float() / 255.0
+    lab = (x[:, 0] * 3).long().clamp(max=2)  # labels that depend on the pixels
+    codec = MeanScaleHyperprior(CodecConfig(16, 16))
+    train_codec(codec, iter([x] * 25), 25, lmbda=0.05, lr=1e-2)  # latents that are not all 0
+    codec.eval()
+    task = SegNet(3, 4)
+    opt = torch.optim.Adam(task.parameters(), lr=1e-2)
+    for _ in range(60):  # a task net that reads the labels off the pixels
+        loss = F.cross_entropy(task(x), lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    task.eval().requires_grad_(False)
+
+    def batches():
+        while True:
+            yield x, lab
+
+    def task_ce(dec) -> float:
+        with torch.no_grad():
+            y = codec.g_a(x)
+            z_hat = torch.round(codec.h_a(y))
+            _, mu = codec.h_s(z_hat).chunk(2, 1)
+            x_hat = dec(torch.round(y - mu) + mu).clamp(0, 1)
+            return float(F.cross_entropy(task(x_hat), lab))
+
+    runs = {}
+    for w in (0.0, 1.0):
+        torch.manual_seed(1)
+        human, _ = bridge_decoder(codec, batches(), steps=30, lr=1e-2, adv_weight=0.0,
+                                  mse_weight=1e-4, task_net=task, task_weight=w)
+        runs[w] = task_ce(human)
+    assert runs[1.0] < 0.5 * runs[0.0], runs  # measured: 0.21 vs 1.67
+    # without labels in the batches the task term is simply absent (no error)
+    human0, _ = bridge_decoder(codec, iter([x] * 2), steps=2, task_net=task, task_weight=1.0)
+    assert human0 is not None

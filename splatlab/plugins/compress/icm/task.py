@@ -86,7 +86,9 @@ class ViewSet:
 
 def demo_views(split: str, size: int = 128, cache_dir: str | Path | None = None) -> ViewSet:
     """Demo views with labels. split: 'train' (96 views on the default ring, seed 0) or 'test'
-    (24 views on another ring: seed 5, radius 2.2, elevations 20-45 deg). size: square side
+    (24 views on another ring: seed 5, radius 2.2, elevations 20-45 deg) or 'val' (24 views on a
+    third ring, seed 9, radius 2.4, elevations 15-40 deg: for choosing settings without looking
+    at the test views). size: square side
     (a multiple of 64 keeps the codec free of padding). Cached as npz in ``cache_dir``."""
     from ....scene.synthetic import DemoConfig, make_demo_scene
 
@@ -95,8 +97,11 @@ def demo_views(split: str, size: int = 128, cache_dir: str | Path | None = None)
     elif split == "test":
         cfg = DemoConfig(n_views=24, width=size, height=size, seed=5, radius=2.2,
                          elevation_deg=(20.0, 45.0), n_points=0)
+    elif split == "val":
+        cfg = DemoConfig(n_views=24, width=size, height=size, seed=9, radius=2.4,
+                         elevation_deg=(15.0, 40.0), n_points=0)
     else:
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+        raise DataError(f"split must be 'train', 'val' or 'test', got {split!r}")
     path = Path(cache_dir) / f"demo_{split}_{size}.npz" if cache_dir else None
     if path is not None and path.exists():
         d = np.load(path)

@@ -367,13 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="checkpoint file to write")
     ap.add_argument("--levels", type=int, default=0,
                     help="ARR colour levels C (0: no ARR, the task-trained codec; ARR did not hold "
-                         "the task's accuracy in benchmarks/results/icm.md)")
+                         "the task's accuracy at equal rate: BENCHMARKS.md, issue 13)")
     ap.add_argument("--lmbda", type=float, default=0.01, help="base codec rate-distortion lambda")
     ap.add_argument("--task-weight", type=float, default=1.0, help="weight of CE in the ICM loss")
     ap.add_argument("--task-steps", type=int, default=600)
     ap.add_argument("--base-steps", type=int, default=1200)
     ap.add_argument("--icm-steps", type=int, default=400)
     ap.add_argument("--bridge-steps", type=int, default=300)
+    ap.add_argument("--bridge-task-weight", type=float, default=10.0,
+                    help="weight of the frozen task net's CE in the bridge loss (10: chosen on the "
+                         "validation ring by benchmarks/icm_bridge_task.py; 0: PatchGAN + MSE only)")
+    ap.add_argument("--arr-init", choices=("palette", "random"), default="palette",
+                    help="ARR start: nearest-colour quantisation to the k-means palette, or random")
     ap.add_argument("--channels", type=int, default=48, help="N = M of the codec")
     ap.add_argument("--data", default="../shared/data", help="photos for the base codec")
     ap.add_argument("--cache", default=str(Path.home() / ".cache/splatlab/icm"),
@@ -391,14 +396,17 @@ def main(argv: list[str] | None = None) -> int:
                 lmbda=a.lmbda)
     print(f"base codec: {time.perf_counter() - t0:.0f} s")
     arr = ARR(a.levels) if a.levels else None
+    if arr is not None and a.arr_init == "palette":
+        arr.init_palette(train.images, seed=a.seed)
     train_codec(codec, crop_batches(train.images, train.labels, 64, 8, a.seed + 2), a.icm_steps,
                 mse_weight=0.0, task_net=task, task_weight=a.task_weight, arr=arr, lr=3e-4)
     print(f"ICM codec: {time.perf_counter() - t0:.0f} s")
     from ....scene.synthetic import LABEL_NAMES
     from .bridge import bridge_decoder
 
-    src = crop_batches(train.images, None, 64, 8, a.seed + 3)
-    human, _ = bridge_decoder(codec, src, a.bridge_steps, pre=arr)
+    src = crop_batches(train.images, train.labels, 64, 8, a.seed + 3)
+    human, _ = bridge_decoder(codec, src, a.bridge_steps, pre=arr, task_net=task,
+                              task_weight=a.bridge_task_weight)
     print(f"bridge: {time.perf_counter() - t0:.0f} s")
     names = list(LABEL_NAMES)
     recipe = {k: v for k, v in vars(a).items() if k not in ("out", "cache", "data")}

@@ -52,7 +52,7 @@ from splatlab.plugins.compress.icm.train import (
     train_task,
 )
 
-TASK_STEPS, BASE_STEPS, FT_STEPS, ICM_STEPS, BRIDGE_STEPS = 500, 800, 150, 200, 250
+TASK_STEPS, BASE_STEPS, FT_STEPS, ICM_STEPS, BRIDGE_STEPS = 500, 800, 150, 200, 1000
 PLAIN_LAMBDAS = (0.003, 0.01, 0.03)
 TASK_WEIGHTS = (0.5, 2.0, 8.0)
 ARR_WEIGHTS = (0.5, 2.0, 8.0)
@@ -85,7 +85,8 @@ def main() -> int:
     ap.add_argument("--save-checkpoint", default="",
                     help="also write the bridged task-trained codec's bundle here (plugin input)")
     ap.add_argument("--arr-init", choices=("palette", "random"), default="palette")
-    ap.add_argument("--bridge-task-weight", type=float, default=0.0)
+    ap.add_argument("--bridge-task-weight", type=float, default=3.0,
+                    help="chosen on the validation ring by benchmarks/icm_bridge_task.py --steps 1000")
     a = ap.parse_args()
     if a.quick:
         TASK_STEPS, BASE_STEPS, FT_STEPS, ICM_STEPS, BRIDGE_STEPS = 80, 150, 25, 35, 40

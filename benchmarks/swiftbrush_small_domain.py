@@ -182,11 +182,11 @@ class Classifier(torch.nn.Module):
         return h, self.shape(h), self.colour(h)
 
 
-def train_classifier(x, y, steps: int = 600) -> Classifier:
-    torch.manual_seed(1)  # the metric network must not depend on what ran before it
+def train_classifier(x, y, steps: int = 600, seed: int = 1) -> Classifier:
+    torch.manual_seed(seed)  # the metric network must not depend on what ran before it
     clf = Classifier()
     opt = torch.optim.Adam(clf.parameters(), 2e-3)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     ys, yc = y // len(COLOURS), y % len(COLOURS)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (128,), generator=g)
@@ -208,11 +208,54 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
+def kid(a: np.ndarray, b: np.ndarray) -> float:
+    """Kernel inception distance (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial
+    kernel (x.y / d + 1)^3, here on the classifier's features standardised with the mean and std
+    of the real set ``b`` (so the kernel sees O(1) values, as with Inception features). Unbiased,
+    so unlike FD it does not grow when fewer samples are drawn."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu, sd = b.mean(0), b.std(0) + 1e-6
+    a, b = (a - mu) / sd, (b - mu) / sd
+    d = a.shape[1]
+    kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+    m, n = len(a), len(b)
+    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1))
+                 + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean())
+
+
 @torch.no_grad()
 def evaluate(clf, imgs, y, real_feats) -> tuple[float, float]:
     h, ls, lc = clf(imgs)
     ok = (ls.argmax(1) == y // len(COLOURS)) & (lc.argmax(1) == y % len(COLOURS))
     return frechet(h.numpy(), real_feats), float(ok.float().mean())
+
+
+@torch.no_grad()
+def evaluate_all(clfs, imgs, y, reals) -> dict[str, float]:
+    """FD, KID and alignment under every metric classifier: the first classifier's figures (the
+    table's historic ones) plus the mean and std over all of them."""
+    out: dict[str, float] = {}
+    fds, kids, accs = [], [], []
+    for clf, (real_feats, _) in zip(clfs, reals):
+        fd, acc = evaluate(clf, imgs, y, real_feats)
+        fds.append(fd)
+        accs.append(acc)
+        kids.append(kid(clf(imgs)[0].numpy(), real_feats))
+    out.update(fd=fds[0], align=accs[0], kid=kids[0])
+    for k, v in (("fd", fds), ("kid", kids), ("align", accs)):
+        out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(v)), float(np.std(v))
+    return out
+
+
+def save_grid(path: Path, imgs: torch.Tensor, per_row: int) -> None:
+    """A PNG of the first ``per_row`` images of each prompt (images [N, 3, 16, 16] in [0, 1])."""
+    from PIL import Image
+
+    n = len(imgs) // len(PROMPTS)
+    rows = [imgs[i * n: i * n + per_row] for i in range(len(PROMPTS))]
+    a = torch.cat([torch.cat(list(r), 2) for r in rows], 1).clamp(0, 1)
+    Image.fromarray((a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize(
+        (a.shape[2] * 4, a.shape[1] * 4), Image.NEAREST).save(path)
 
 
 def main() -> None:
@@ -226,6 +269,9 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--student-lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--metric-seeds", default="1,2,3",
+                    help="seeds of the metric classifiers (FD / KID / alignment: the first seed's "
+                         "figures and the mean and std over all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -261,13 +307,21 @@ def main() -> None:
         results["teacher_train_s"] = s
     teacher.eval().requires_grad_(False)
 
-    clf = train_classifier(x, y)
+    clfs = [train_classifier(x, y, seed=int(sd)) for sd in args.metric_seeds.split(",")]
     xr, yr = dataset(args.eval_per_prompt, seed=123)  # held-out real images
     with torch.no_grad():
-        real_feats = clf(x[:2000])[0].numpy()
-    fd_real, acc_real = evaluate(clf, xr, yr, real_feats)
-    results["real"] = {"fd": fd_real, "align": acc_real}
-    log(f"real held-out: FD {fd_real:.3f} align {acc_real:.3f}")
+        reals = [(c(x[:2000])[0].numpy(), None) for c in clfs]
+
+    def score(name: str, imgs, labels, **extra) -> dict:
+        r = {**evaluate_all(clfs, imgs, labels, reals), **extra}
+        results[name] = r
+        save_grid(args.work / f"grid_{name}.png", imgs, 8)
+        log(f"{name}: FD {r['fd']:.3f} align {r['align']:.3f} | over {len(clfs)} metric nets: FD "
+            f"{r['fd_mean']:.1f} +- {r['fd_std']:.1f}, KID {r['kid_mean']:.4f} +- {r['kid_std']:.4f}, "
+            f"align {r['align_mean']:.3f} +- {r['align_std']:.3f}")
+        return r
+
+    score("real", xr, yr)
 
     ye = torch.arange(len(PROMPTS)).repeat_interleave(args.eval_per_prompt)
     ee = embeds[ye]
@@ -275,15 +329,11 @@ def main() -> None:
         t0 = time.perf_counter()
         imgs = ddim_sample(teacher, k, ee, null, 4.5, seed=7)
         dt = (time.perf_counter() - t0) / len(ee)
-        fd, acc = evaluate(clf, imgs, ye, real_feats)
-        results[f"teacher_{k}"] = {"fd": fd, "align": acc, "s_per_image": dt}
-        log(f"teacher {k} steps: FD {fd:.3f} align {acc:.3f} {1e3 * dt:.2f} ms/image")
+        score(f"teacher_{k}", imgs, ye, s_per_image=dt)
 
     # the student's starting point: the teacher's x0 at t = 999 from pure noise, no CFG
     imgs = student_sample(teacher, sched, ee, seed=7)
-    fd, acc = evaluate(clf, imgs, ye, real_feats)
-    results["student_init"] = {"fd": fd, "align": acc}
-    log(f"student at init (teacher x0 at t=999, no CFG): FD {fd:.3f} align {acc:.3f}")
+    score("student_init", imgs, ye)
 
     ckpt = args.work / "swiftbrush.pt"
     cfg = SwiftBrushConfig(lora_rank=args.lora_rank, lora_alpha=args.lora_rank * 108 / 64, lr=args.student_lr,
@@ -306,9 +356,7 @@ def main() -> None:
         t0 = time.perf_counter()
         imgs = student_sample(net, sched, ee, seed=7)
         dt = (time.perf_counter() - t0) / len(ee)
-        fd, acc = evaluate(clf, imgs, ye, real_feats)
-        results[name] = {"fd": fd, "align": acc, "s_per_image": dt}
-        log(f"{name} 1 step: FD {fd:.3f} align {acc:.3f} {1e3 * dt:.2f} ms/image")
+        score(name, imgs, ye, s_per_image=dt)
     tr.save_student(args.work / "student")
     grid = {k: v for k, v in results.items()}
     (args.work / "results.json").write_text(json.dumps(grid, indent=2))

@@ -373,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-steps", type=int, default=600)
     ap.add_argument("--base-steps", type=int, default=1200)
     ap.add_argument("--icm-steps", type=int, default=400)
-    ap.add_argument("--bridge-steps", type=int, default=300)
-    ap.add_argument("--bridge-task-weight", type=float, default=10.0,
-                    help="weight of the frozen task net's CE in the bridge loss (10: chosen on the "
-                         "validation ring by benchmarks/icm_bridge_task.py; 0: PatchGAN + MSE only)")
+    ap.add_argument("--bridge-steps", type=int, default=1000)
+    ap.add_argument("--bridge-task-weight", type=float, default=3.0,
+                    help="weight of the frozen task net's CE in the bridge loss (3 at 1000 steps: "
+                         "chosen on the validation ring by benchmarks/icm_bridge_task.py; 0: "
+                         "PatchGAN + MSE only)")
     ap.add_argument("--arr-init", choices=("palette", "random"), default="palette",
                     help="ARR start: nearest-colour quantisation to the k-means palette, or random")
     ap.add_argument("--channels", type=int, default=48, help="N = M of the codec")

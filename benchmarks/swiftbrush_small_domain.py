@@ -208,21 +208,6 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
-def kid(a: np.ndarray, b: np.ndarray) -> float:
-    """Kernel inception distance (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial
-    kernel (x.y / d + 1)^3, here on the classifier's features standardised with the mean and std
-    of the real set ``b`` (so the kernel sees O(1) values, as with Inception features). Unbiased,
-    so unlike FD it does not grow when fewer samples are drawn."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu, sd = b.mean(0), b.std(0) + 1e-6
-    a, b = (a - mu) / sd, (b - mu) / sd
-    d = a.shape[1]
-    kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
-    m, n = len(a), len(b)
-    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1))
-                 + (kbb.sum() - np.trace(kbb)) / (n * (n - 1)) - 2 * kab.mean())
-
-
 @torch.no_grad()
 def evaluate(clf, imgs, y, real_feats) -> tuple[float, float]:
     h, ls, lc = clf(imgs)
@@ -232,17 +217,16 @@ def evaluate(clf, imgs, y, real_feats) -> tuple[float, float]:
 
 @torch.no_grad()
 def evaluate_all(clfs, imgs, y, reals) -> dict[str, float]:
-    """FD, KID and alignment under every metric classifier: the first classifier's figures (the
+    """FD and alignment under every metric classifier: the first classifier's figures (the
     table's historic ones) plus the mean and std over all of them."""
     out: dict[str, float] = {}
-    fds, kids, accs = [], [], []
+    fds, accs = [], []
     for clf, (real_feats, _) in zip(clfs, reals):
         fd, acc = evaluate(clf, imgs, y, real_feats)
         fds.append(fd)
         accs.append(acc)
-        kids.append(kid(clf(imgs)[0].numpy(), real_feats))
-    out.update(fd=fds[0], align=accs[0], kid=kids[0])
-    for k, v in (("fd", fds), ("kid", kids), ("align", accs)):
+    out.update(fd=fds[0], align=accs[0])
+    for k, v in (("fd", fds), ("align", accs)):
         out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(v)), float(np.std(v))
     return out
 
@@ -270,7 +254,7 @@ def main() -> None:
     ap.add_argument("--student-lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-seeds", default="1,2,3",
-                    help="seeds of the metric classifiers (FD / KID / alignment: the first seed's "
+                    help="seeds of the metric classifiers (FD / alignment: the first seed's "
                          "figures and the mean and std over all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -317,7 +301,7 @@ def main() -> None:
         results[name] = r
         save_grid(args.work / f"grid_{name}.png", imgs, 8)
         log(f"{name}: FD {r['fd']:.3f} align {r['align']:.3f} | over {len(clfs)} metric nets: FD "
-            f"{r['fd_mean']:.1f} +- {r['fd_std']:.1f}, KID {r['kid_mean']:.4f} +- {r['kid_std']:.4f}, "
+            f"{r['fd_mean']:.1f} +- {r['fd_std']:.1f}, "
             f"align {r['align_mean']:.3f} +- {r['align_std']:.3f}")
         return r
 

@@ -14,27 +14,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from splatlab.plugins.compress.icm.arr import ARR
-from splatlab.plugins.compress.icm.codec import CodecConfig, MeanScaleHyperprior
 from splatlab.plugins.compress.icm.task import demo_views
-from splatlab.plugins.compress.icm.train import (
-    base_batches,
-    crop_batches,
-    evaluate,
-    train_codec,
-    train_task,
-)
+from splatlab.plugins.compress.icm.train import crop_batches, evaluate, train_codec, train_task
 
-sys_path = Path(__file__).resolve().parent
-import sys  # noqa: E402
-
-sys.path.insert(0, str(sys_path))
-from icm_bench import BASE_STEPS, TASK_STEPS, bd, clone_codec  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from icm_bench import TASK_STEPS, base_codec, bd, clone_codec  # noqa: E402
 
 
 def main() -> int:
@@ -51,8 +42,7 @@ def main() -> int:
     t0 = time.perf_counter()
     train, test = demo_views("train", 128, a.cache), demo_views("test", 128, a.cache)
     task = train_task(train, TASK_STEPS)
-    base = MeanScaleHyperprior(CodecConfig(48, 48))
-    train_codec(base, base_batches(train, Path(a.data), 64, 8, 0), BASE_STEPS, lmbda=0.01)
+    base = base_codec(train, Path(a.data))
     res: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                  "command": " ".join(["python", *sys.argv]), "steps": a.steps, "levels": a.levels,
                  "curves": {"task-trained codec": [], f"ARR C={a.levels}": []}}

@@ -65,6 +65,14 @@ def clone_codec(src: MeanScaleHyperprior) -> MeanScaleHyperprior:
     return c
 
 
+def base_codec(train, data_root: Path) -> MeanScaleHyperprior:
+    """The base codec of the recipe (BASE_STEPS at lambda 0.01; deterministic after the task net
+    under torch.manual_seed(0))."""
+    base = MeanScaleHyperprior(CodecConfig(48, 48))
+    train_codec(base, base_batches(train, data_root, 64, 8, 0), BASE_STEPS, lmbda=0.01)
+    return base
+
+
 def bd(ref: list[dict], test: list[dict]) -> float | None:
     """BD-rate (%) of test against ref at equal mIoU (x100), None where undefined."""
     try:
@@ -112,8 +120,7 @@ def main() -> int:
     print(f"task net {res['times_s']['task']:.0f} s, clean test mIoU {res['task_miou_clean']:.3f}")
 
     t = time.perf_counter()
-    base = MeanScaleHyperprior(CodecConfig(48, 48))
-    train_codec(base, base_batches(train, Path(a.data), 64, 8, 0), BASE_STEPS, lmbda=0.01)
+    base = base_codec(train, Path(a.data))
     res["times_s"]["base_codec"] = time.perf_counter() - t
     print(f"base codec {res['times_s']['base_codec']:.0f} s")
 

@@ -41,12 +41,13 @@ def main() -> int:
     b = load_bundle(a.bundle)
     train = demo_views("train", 128, a.cache)
     val, test = demo_views("val", 128, a.cache), demo_views("test", 128, a.cache)
+    before_test = evaluate(b.codec, test, b.task)
     res: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
                  "machine": f"{platform.machine()} CPU, torch threads 1", "steps": a.steps,
                  "before": {"val": evaluate(b.codec, val, b.task, with_ms_ssim=False).as_dict(),
-                            "test": evaluate(b.codec, test, b.task).as_dict()}, "runs": []}
-    before_streams = evaluate(b.codec, test, b.task, with_ms_ssim=False).bitstreams
+                            "test": before_test.as_dict()}, "runs": []}
+    before_streams = before_test.bitstreams
     print("before", json.dumps(res["before"]), flush=True)
     for w in [float(s) for s in a.weights.split(",")]:
         torch.manual_seed(0)

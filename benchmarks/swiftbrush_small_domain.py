@@ -221,7 +221,7 @@ def evaluate_all(clfs, imgs, y, reals) -> dict[str, float]:
     table's historic ones) plus the mean and std over all of them."""
     out: dict[str, float] = {}
     fds, accs = [], []
-    for clf, (real_feats, _) in zip(clfs, reals):
+    for clf, real_feats in zip(clfs, reals):
         fd, acc = evaluate(clf, imgs, y, real_feats)
         fds.append(fd)
         accs.append(acc)
@@ -294,7 +294,7 @@ def main() -> None:
     clfs = [train_classifier(x, y, seed=int(sd)) for sd in args.metric_seeds.split(",")]
     xr, yr = dataset(args.eval_per_prompt, seed=123)  # held-out real images
     with torch.no_grad():
-        reals = [(c(x[:2000])[0].numpy(), None) for c in clfs]
+        reals = [c(x[:2000])[0].numpy() for c in clfs]
 
     def score(name: str, imgs, labels, **extra) -> dict:
         r = {**evaluate_all(clfs, imgs, labels, reals), **extra}

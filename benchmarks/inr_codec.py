@@ -47,13 +47,26 @@ def main() -> None:
     ap.add_argument("--lmbdas", type=float, nargs="+", default=[4e-3, 1e-3, 2.5e-4])
     ap.add_argument("--enhance", type=int, default=0)
     ap.add_argument("--quantizer", default="softround", choices=["softround", "gumbel"])
+    ap.add_argument("--arch-candidates", nargs="*", default=[], metavar="ARM,SYN",
+                    help="further (ARM hidden, synthesis hidden) pairs; the best file by MSE + lambda bpp is kept")
+    ap.add_argument("--report", type=Path, nargs="+", default=None,
+                    help="only print the BD table of these --json files (e.g. two halves of the image set)")
     ap.add_argument("--anchors", nargs="+", default=list(rd.ANCHORS))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--html", type=Path, default=None)
+    ap.add_argument("--png", type=Path, default=None, help="the RD figure as a PNG (needs chromium)")
+    ap.add_argument("--replot", type=Path, default=None, help="only redraw the figure of this --json file")
     args = ap.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    if args.replot:
+        replot(args.replot, args.html, args.png, args.crop)
+        return
 
     points: dict[str, dict[str, list[rd.RDPoint]]] = {}
-    ours = f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer})"
+    ours = (f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer}"
+            f"{', candidates ' + ' '.join(args.arch_candidates) if args.arch_candidates else ''})")
     extra: list[dict] = []
     for name in args.images:
         img = load(name, args.crop)
@@ -62,7 +75,9 @@ def main() -> None:
             per[codec] = rd.anchor_curve(codec, img)
         per[ours] = []
         for lm in args.lmbdas:
-            opts = CodecOptions(lmbda=lm, steps=args.steps, enhance=args.enhance, quantizer=args.quantizer)
+            cands = tuple(tuple(int(v) for v in c.split(",")) for c in args.arch_candidates)
+            opts = CodecOptions(lmbda=lm, steps=args.steps, enhance=args.enhance, quantizer=args.quantizer,
+                                arch_candidates=cands)
             res = encode_image(img, opts)
             t0 = time.perf_counter()
             out = decode(res.data)
@@ -73,7 +88,8 @@ def main() -> None:
                             rd.ms_ssim(out, img), res.encode_seconds, dt)
             per[ours].append(pt)
             extra.append({"image": name, "lmbda": lm, "estimated_bits": res.estimated_bits,
-                          "file_bits": 8 * len(res.data), "steps": res.steps})
+                          "file_bits": 8 * len(res.data), "steps": res.steps,
+                          "arm_hidden": res.arch.arm_hidden, "syn_hidden": res.arch.syn_hidden})
             print(f"<!-- {name} lambda={lm:g}: {pt.bpp:.3f} bpp {pt.psnr:.2f} dB, est/file "
                   f"{res.estimated_bits['total'] / (8 * len(res.data)):.4f}, enc {pt.encode_s:.0f} s, "
                   f"dec {dt:.2f} s -->", flush=True)
@@ -114,20 +130,85 @@ def main() -> None:
           f"decode {np.mean(dec):.2f} s mean ({max(dec):.2f} s max)")
     if args.json:
         args.json.write_text(json.dumps({
+            "crop": crop, "steps": args.steps,
             "points": {n: {c: [p.as_dict() for p in pts] for c, pts in per.items()} for n, per in points.items()},
             "ours": extra}, indent=1))
-    if args.html:
-        mean_curves = {}
-        for codec in [*args.anchors, ours]:
-            n = len(points[args.images[0]][codec])
-            mean_curves[codec] = [
-                rd.RDPoint(codec, points[args.images[0]][codec][i].quality,
-                           int(np.mean([points[im][codec][i].num_bytes for im in points])),
-                           float(np.mean([points[im][codec][i].bpp for im in points])),
-                           float(np.mean([points[im][codec][i].psnr for im in points])),
-                           float(np.mean([points[im][codec][i].ms_ssim for im in points])), 0.0, 0.0)
-                for i in range(n)]
-        rd.rd_figure(mean_curves, title=f"Kodak ({crop}), mean over {len(points)} images").write_html(args.html)
+    if args.html or args.png:
+        write_figure(points, [*args.anchors, ours], args.images, crop, args.html, args.png)
+
+
+def write_figure(points: dict, codecs: list[str], images: list[str], crop: str,
+                 html: Path | None, png: Path | None) -> None:
+    """The plotly RD figure of the mean curves as HTML and / or a PNG (the HTML screenshotted by
+    headless Chromium through playwright: plotly's own PNG export needs kaleido, not installed)."""
+    mean_curves = {}
+    for codec in codecs:
+        n = len(points[images[0]][codec])
+        mean_curves[codec] = [
+            rd.RDPoint(codec, points[images[0]][codec][i].quality,
+                       int(np.mean([points[im][codec][i].num_bytes for im in points])),
+                       float(np.mean([points[im][codec][i].bpp for im in points])),
+                       float(np.mean([points[im][codec][i].psnr for im in points])),
+                       float(np.mean([points[im][codec][i].ms_ssim for im in points])), 0.0, 0.0)
+            for i in range(n)]
+    fig = rd.rd_figure(mean_curves, title=f"Kodak ({crop}), mean over {len(points)} images")
+    fig.update_xaxes(range=[0, 2.5])
+    out = html or png.with_suffix(".html")
+    fig.write_html(out)
+    if png:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 960, "height": 620})
+            page.goto(Path(out).resolve().as_uri())
+            page.wait_for_selector(".main-svg")
+            page.screenshot(path=str(png))
+            browser.close()
+        if not html:
+            Path(out).unlink()
+
+
+def report(paths: list[Path]) -> None:
+    """BD-rate / BD-PSNR of our curve against each anchor, per image and mean, over the images of
+    several ``--json`` files, and which architecture each file chose."""
+    points: dict = {}
+    extra: list = []
+    for path in paths:
+        d = json.loads(path.read_text())
+        for n, per in d["points"].items():
+            points[n] = {c: [rd.RDPoint(**p) for p in pts] for c, pts in per.items()}
+        extra += d["ours"]
+    ours = next(c for c in next(iter(points.values())) if c.startswith("INR"))
+    anchors = [c for c in next(iter(points.values())) if c != ours]
+    print("| image | " + " | ".join(f"vs {a}" for a in anchors) + " |")
+    print("|---|" + "---|" * len(anchors))
+    table: dict[str, list[float]] = {a: [] for a in anchors}
+    for n, per in points.items():
+        o = per[ours]
+        cells = []
+        for a in anchors:
+            v = rd.bd_rate([p.bpp for p in per[a]], [p.psnr for p in per[a]], [p.bpp for p in o], [p.psnr for p in o])
+            table[a].append(v)
+            cells.append(f"{v:+.1f} %")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print("| **mean** | " + " | ".join(f"**{np.mean(table[a]):+.1f} %**" for a in anchors) + " |")
+    enc = [p.encode_s for per in points.values() for p in per[ours]]
+    ratio = [e["estimated_bits"]["total"] / e["file_bits"] for e in extra]
+    wshare = [e["estimated_bits"]["weights"] / e["file_bits"] for e in extra]
+    print(f"\nencode {np.mean(enc):.0f} s mean ({max(enc):.0f} s max) per image per rate; estimate / file "
+          f"{min(ratio):.4f}-{max(ratio):.4f}; weights {100 * min(wshare):.0f}-{100 * max(wshare):.0f} % of the file")
+    chosen = [f"{e['image']} {e['lmbda']:g}: {e.get('arm_hidden', '?')}/{e.get('syn_hidden', '?')}" for e in extra]
+    print("architecture (ARM hidden / synthesis hidden) per file: " + ", ".join(chosen))
+
+
+def replot(path: Path | list[Path], html: Path | None, png: Path | None, crop_px: int) -> None:
+    """The figure again from a ``--json`` file (no encoding; ``crop_px`` names the crop of files
+    written before the JSON recorded it)."""
+    d = json.loads(path.read_text())
+    points = {n: {c: [rd.RDPoint(**p) for p in pts] for c, pts in per.items()} for n, per in d["points"].items()}
+    images = list(points)
+    write_figure(points, list(points[images[0]]), images, d.get("crop") or (f"centre {crop_px}x{crop_px} crop" if crop_px else "full image"), html, png)
 
 
 if __name__ == "__main__":

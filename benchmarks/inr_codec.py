@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--html", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None, help="the RD figure as a PNG (needs chromium)")
-    ap.add_argument("--replot", type=Path, default=None, help="only redraw the figure of this --json file")
+    ap.add_argument("--replot", type=Path, nargs="+", default=None, help="only redraw the figure of these --json files")
     args = ap.parse_args()
     if args.report:
         report(args.report)
@@ -68,6 +68,7 @@ def main() -> None:
     ours = (f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer}"
             f"{', candidates ' + ' '.join(args.arch_candidates) if args.arch_candidates else ''})")
     extra: list[dict] = []
+    cands = tuple(tuple(int(v) for v in c.split(",")) for c in args.arch_candidates)
     for name in args.images:
         img = load(name, args.crop)
         per = points.setdefault(name, {})
@@ -75,7 +76,6 @@ def main() -> None:
             per[codec] = rd.anchor_curve(codec, img)
         per[ours] = []
         for lm in args.lmbdas:
-            cands = tuple(tuple(int(v) for v in c.split(",")) for c in args.arch_candidates)
             opts = CodecOptions(lmbda=lm, steps=args.steps, enhance=args.enhance, quantizer=args.quantizer,
                                 arch_candidates=cands)
             res = encode_image(img, opts)
@@ -172,13 +172,7 @@ def write_figure(points: dict, codecs: list[str], images: list[str], crop: str,
 def report(paths: list[Path]) -> None:
     """BD-rate / BD-PSNR of our curve against each anchor, per image and mean, over the images of
     several ``--json`` files, and which architecture each file chose."""
-    points: dict = {}
-    extra: list = []
-    for path in paths:
-        d = json.loads(path.read_text())
-        for n, per in d["points"].items():
-            points[n] = {c: [rd.RDPoint(**p) for p in pts] for c, pts in per.items()}
-        extra += d["ours"]
+    points, extra, _ = load_results(paths)
     ours = next(c for c in next(iter(points.values())) if c.startswith("INR"))
     anchors = [c for c in next(iter(points.values())) if c != ours]
     print("| image | " + " | ".join(f"vs {a}" for a in anchors) + " |")
@@ -202,14 +196,27 @@ def report(paths: list[Path]) -> None:
     print("architecture (ARM hidden / synthesis hidden) per file: " + ", ".join(chosen))
 
 
-def replot(path: Path | list[Path], html: Path | None, png: Path | None, crop_px: int) -> None:
-    """The figure again from a ``--json`` file (no encoding; ``crop_px`` names the crop of files
-    written before the JSON recorded it)."""
-    d = json.loads(path.read_text())
-    points = {n: {c: [rd.RDPoint(**p) for p in pts] for c, pts in per.items()} for n, per in d["points"].items()}
-    images = list(points)
-    write_figure(points, list(points[images[0]]), images, d.get("crop") or (f"centre {crop_px}x{crop_px} crop" if crop_px else "full image"), html, png)
+def load_results(paths: list[Path]) -> tuple[dict, list, str | None]:
+    """Points (image -> codec -> RDPoints), our per-file extras and the crop label, merged over
+    several ``--json`` files (e.g. two halves of the image set run in two processes)."""
+    points: dict = {}
+    extra: list = []
+    crop = None
+    for path in paths:
+        d = json.loads(path.read_text())
+        for n, per in d["points"].items():
+            points[n] = {c: [rd.RDPoint(**p) for p in pts] for c, pts in per.items()}
+        extra += d["ours"]
+        crop = crop or d.get("crop")
+    return points, extra, crop
 
+
+def replot(paths: list[Path], html: Path | None, png: Path | None, crop_px: int) -> None:
+    """The figure again from ``--json`` files (no encoding; ``crop_px`` names the crop of files
+    written before the JSON recorded it)."""
+    points, _, crop = load_results(paths)
+    crop = crop or (f"centre {crop_px}x{crop_px} crop" if crop_px else "full image")
+    write_figure(points, list(next(iter(points.values()))), list(points), crop, html, png)
 
 if __name__ == "__main__":
     main()

@@ -272,11 +272,11 @@ def encode_image(
     tries = [replace(opt, arch_candidates=())]
     tries += [replace(opt, arm_hidden=a, syn_hidden=h, arch_candidates=()) for a, h in opt.arch_candidates]
     results: list[EncodeResult] = []
+    n = len(tries)
     with encoder_settings(opt.threads):
         for i, o in enumerate(tries):
-            n = len(tries)
             results.append(_encode_image(
-                image, o, lambda f, m, i=i, n=n: progress((i + f) / n, m if n == 1 else f"candidate {i + 1}/{n}: {m}")))
+                image, o, lambda f, m, i=i: progress((i + f) / n, m if n == 1 else f"candidate {i + 1}/{n}: {m}")))
     if len(results) == 1:
         return results[0]
     target = image.astype(np.float64) / 255.0

@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=["lfcc_aasist", "ssl_aasist"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--rawboost", type=int, default=3, help="RawBoost algorithm of the +RB rows")
+    ap.add_argument("--rawboost-prob", type=float, default=1.0,
+                    help="probability a training clip is augmented in the +RB rows (1 = every clip, "
+                         "the reference)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--loss", default="ce", choices=("ce", "focal"), help="training loss (focal: SVDD 2024)")
     ap.add_argument("--n-train", type=int, default=96)
@@ -91,7 +94,8 @@ def main() -> None:
             for seed in args.seeds:
                 torch.manual_seed(seed)
                 model = build_detector(arch, default_config(arch))
-                cfg = TrainConfig(epochs=args.epochs, rawboost_algo=rb, seed=seed, loss=args.loss)
+                cfg = TrainConfig(epochs=args.epochs, rawboost_algo=rb, seed=seed, loss=args.loss,
+                                  rawboost_prob=args.rawboost_prob)
                 info = train_detector(model, xtr, ytr, cfg)
                 res = {
                     "model": model,

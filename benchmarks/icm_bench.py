@@ -73,11 +73,12 @@ def base_codec(train, data_root: Path) -> MeanScaleHyperprior:
     return base
 
 
-def bd(ref: list[dict], test: list[dict]) -> float | None:
-    """BD-rate (%) of test against ref at equal mIoU (x100), None where undefined."""
+def bd(ref: list[dict], test: list[dict], key: str = "miou") -> float | None:
+    """BD-rate (%) of test against ref at equal task score ``key`` (x100: mIoU, or accuracy),
+    None where undefined."""
     try:
-        return rd.bd_rate([p["bpp"] for p in ref], [100 * p["miou"] for p in ref],
-                          [p["bpp"] for p in test], [100 * p["miou"] for p in test])
+        return rd.bd_rate([p["bpp"] for p in ref], [100 * p[key] for p in ref],
+                          [p["bpp"] for p in test], [100 * p[key] for p in test])
     except DataError as e:
         print("BD-rate undefined:", e)
         return None

@@ -252,6 +252,9 @@ def main() -> None:
     ap.add_argument("--eval-per-prompt", type=int, default=40)
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--student-lr", type=float, default=1e-4)
+    ap.add_argument("--guidance", type=float, default=4.5,
+                    help="CFG of the teachers in the VSD gradient (official 4.5; the teacher's own "
+                         "samples keep 4.5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-seeds", default="1,2,3",
                     help="seeds of the metric classifiers (FD / alignment: the first seed's "
@@ -321,7 +324,7 @@ def main() -> None:
 
     ckpt = args.work / "swiftbrush.pt"
     cfg = SwiftBrushConfig(lora_rank=args.lora_rank, lora_alpha=args.lora_rank * 108 / 64, lr=args.student_lr,
-                           lr_lora=1e-3, batch_size=args.student_batch, seed=0)
+                           guidance_scale=args.guidance, lr_lora=1e-3, batch_size=args.student_batch, seed=0)
     tr = SwiftBrushTrainer(teacher, sched, embeds, null, (3, SIZE, SIZE), cfg)
     if ckpt.is_file():
         tr.load_checkpoint(ckpt)

@@ -185,3 +185,28 @@ def test_focal_loss_training_lowers_the_loss() -> None:
     assert after < 0.7 * before, (before, after)
     with pytest.raises(ValueError, match="focal"):
         train_detector(model, bona, [1] * 8, TrainConfig(epochs=1, loss="hinge"))
+
+
+def test_rawboost_probability_spans_no_augmentation_to_every_clip() -> None:
+    """rawboost_prob 0 trains exactly the model of no RawBoost, 1 that of the reference setting
+    (every clip), 0.5 a third one; out-of-range probabilities are refused."""
+    bona = [tone(i)[:CLIP] for i in range(4)]
+    spoof = [lpc_resynth(tone(100 + i))[:CLIP] for i in range(4)]
+    y = [1] * 4 + [0] * 4
+
+    def trained(**kw) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = build_detector("lfcc_aasist", default_config("lfcc_aasist"))
+        train_detector(model, bona + spoof, y, TrainConfig(epochs=1, batch_size=4, **kw))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    none = trained()
+    assert torch.equal(trained(rawboost_algo=5, rawboost_prob=0.0), none)
+    every = trained(rawboost_algo=5)
+    assert torch.equal(trained(rawboost_algo=5, rawboost_prob=1.0), every)
+    half = trained(rawboost_algo=5, rawboost_prob=0.5)
+    assert not torch.equal(every, none)
+    assert not torch.equal(half, none) and not torch.equal(half, every)
+    with pytest.raises(ValueError, match="rawboost_prob"):
+        train_detector(build_detector("lfcc_aasist", default_config("lfcc_aasist")), bona, [1] * 4,
+                       TrainConfig(epochs=1, rawboost_algo=5, rawboost_prob=1.5))

@@ -31,11 +31,12 @@ from torch import Tensor, nn
 from ....errors import DataError, WeightsNotFoundError
 from .arr import ARR
 from .codec import CodecConfig, MeanScaleHyperprior, image_to_tensor, tensor_to_image
-from .task import N_CLASSES, SegNet, ViewSet, demo_views, mean_iou
+from .task import N_CLASSES, N_OBJECTS, ClassNet, SegNet, ViewSet, accuracy, demo_views, mean_iou
 
 __all__ = [
-    "IcmWeightsError", "IcmBundle", "TRAIN_COMMAND", "crop_batches", "photo_crops", "train_task",
-    "train_codec", "evaluate", "EvalResult", "save_bundle", "load_bundle", "main",
+    "IcmWeightsError", "IcmBundle", "TRAIN_COMMAND", "crop_batches", "image_batches",
+    "photo_crops", "train_task", "train_classifier", "task_score", "train_codec", "evaluate",
+    "EvalResult", "save_bundle", "load_bundle", "main",
 ]
 
 TRAIN_COMMAND = "python -m splatlab.plugins.compress.icm.train --out icm_demo.pt"
@@ -49,10 +50,9 @@ class IcmWeightsError(WeightsNotFoundError):
 # ----------------------------------------------------------------------------- data
 
 
-def crop_batches(images: np.ndarray, labels: np.ndarray | None, size: int, batch: int,
-                 seed: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
-    """Endless random crops (and horizontal flips) of uint8 [V, H, W, 3] images (+ int labels
-    [V, H, W]): float [B, 3, size, size] (or (images, labels int64 [B, size, size]))."""
+def _crop_draws(images: np.ndarray, size: int, batch: int, seed: int):
+    """Endless (float crops [B, 3, size, size], ids, ys, xs, flip) of uint8 [V, H, W, 3] images:
+    random ``size`` crops, half of them mirrored left-right."""
     rng = np.random.default_rng(seed)
     v, h, w = images.shape[:3]
     if h < size or w < size:
@@ -65,12 +65,33 @@ def crop_batches(images: np.ndarray, labels: np.ndarray | None, size: int, batch
         xb = np.stack([images[i, y:y + size, x:x + size] for i, y, x in zip(ids, ys, xs)])
         xb[flip] = xb[flip, :, ::-1]
         xt = torch.from_numpy(np.ascontiguousarray(xb)).permute(0, 3, 1, 2).float() / 255.0
+        yield xt, ids, ys, xs, flip
+
+
+def crop_batches(images: np.ndarray, labels: np.ndarray | None, size: int, batch: int,
+                 seed: int = 0) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+    """Endless random crops (and horizontal flips) of uint8 [V, H, W, 3] images (+ int labels
+    [V, H, W]): float [B, 3, size, size] (or (images, labels int64 [B, size, size]))."""
+    for xt, ids, ys, xs, flip in _crop_draws(images, size, batch, seed):
         if labels is None:
             yield xt
             continue
         lb = np.stack([labels[i, y:y + size, x:x + size] for i, y, x in zip(ids, ys, xs)])
         lb[flip] = lb[flip, :, ::-1]
         yield xt, torch.from_numpy(np.ascontiguousarray(lb)).long()
+
+
+def image_batches(images: np.ndarray, labels: np.ndarray, size: int, batch: int,
+                  seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless batches for image-level labels: random ``size`` crops (anywhere in the image; the
+    whole image when size equals it) and horizontal flips of uint8 [V, H, W, 3] images with
+    labels int [V] -> (float [B, 3, size, size], int64 [B])."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"image_batches needs one label per image, got labels {labels.shape} "
+                        f"for {len(images)} images")
+    for xt, ids, _ys, _xs, _flip in _crop_draws(images, size, batch, seed):
+        yield xt, torch.from_numpy(labels[ids].astype(np.int64))
 
 
 def photo_crops(data_root: str | Path, size: int = 64, per_image: int = 24, short_side: int = 256,
@@ -112,11 +133,28 @@ def train_task(train: ViewSet, steps: int = 600, batch: int = 8, size: int = 64,
     """SegNet trained with cross-entropy on random crops; returned frozen (eval, no grad)."""
     torch.manual_seed(seed)
     net = SegNet(N_CLASSES, width)
+    return _fit_ce(net, crop_batches(train.images, train.labels, size, batch, seed), steps, lr,
+                   progress)
+
+
+def train_classifier(train: ViewSet, steps: int = 600, batch: int = 16, size: int = 112,
+                     lr: float = 3e-3, width: int = 16, seed: int = 0,
+                     progress: Callable[[float, str], None] | None = None) -> ClassNet:
+    """ClassNet trained with cross-entropy on random ``size`` crops (+ flips) of the labelled
+    views (labels [V]); returned frozen (eval mode, so BatchNorm uses its running statistics)."""
+    torch.manual_seed(seed)
+    net = ClassNet(N_OBJECTS, width)
+    return _fit_ce(net, image_batches(train.images, train.labels, size, batch, seed), steps, lr,
+                   progress)
+
+
+def _fit_ce(net: nn.Module, batches: Iterator[tuple[Tensor, Tensor]], steps: int, lr: float,
+            progress: Callable[[float, str], None] | None) -> nn.Module:
+    """Adam with cosine decay on the cross-entropy of ``net`` over ``batches``; returns it frozen."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    it = crop_batches(train.images, train.labels, size, batch, seed)
     for s in range(steps):
-        x, lab = next(it)
+        x, lab = next(batches)
         loss = F.cross_entropy(net(x), lab)
         opt.zero_grad()
         loss.backward()
@@ -201,14 +239,17 @@ def train_codec(
 
 @dataclass
 class EvalResult:
-    """Means over the views: bpp from the bytes, task mIoU (pooled), PSNR / MS-SSIM of the
-    decoded image against the ORIGINAL view, and the checkerboard measure."""
+    """Means over the views: bpp from the bytes, the task's score (mIoU pooled over the views for
+    segmentation, NaN for classification; top-1 accuracy for classification, NaN for
+    segmentation), PSNR / MS-SSIM of the decoded image against the ORIGINAL view, and the
+    checkerboard measure."""
 
     bpp: float
     miou: float
     psnr: float
     ms_ssim: float
     checkerboard_db: float
+    accuracy: float = float("nan")
     bitstreams: list[bytes] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, float]:
@@ -222,8 +263,9 @@ def evaluate(codec: MeanScaleHyperprior, views: ViewSet, task_net: nn.Module,
              arr: ARR | None = None, decoder: nn.Module | None = None,
              with_ms_ssim: bool = True) -> EvalResult:
     """Code every view (ARR first when given), decode (with ``decoder`` instead of g_s when
-    given), run the task on the decoded image. ``with_ms_ssim=False`` skips MS-SSIM (NaN; it
-    costs ~0.5 s a view on one thread)."""
+    given), run the task on the decoded image: mIoU when the views carry label maps [V, H, W],
+    accuracy when they carry one label per view [V]. ``with_ms_ssim=False`` skips MS-SSIM (NaN;
+    it costs ~0.5 s a view on one thread)."""
     from .. import rd
     from .bridge import checkerboard_db
 
@@ -241,9 +283,11 @@ def evaluate(codec: MeanScaleHyperprior, views: ViewSet, task_net: nn.Module,
         ps.append(rd.psnr(out, img))
         ss.append(rd.ms_ssim(out, img) if with_ms_ssim else float("nan"))
         decs.append(out)
+    classify = np.asarray(views.labels).ndim == 1
     return EvalResult(
         bpp=float(np.mean(bpps)),
-        miou=mean_iou(np.stack(preds), views.labels),
+        miou=float("nan") if classify else mean_iou(np.stack(preds), views.labels),
+        accuracy=accuracy(np.stack(preds), views.labels) if classify else float("nan"),
         psnr=float(np.mean(ps)),
         ms_ssim=float(np.mean(ss)),
         checkerboard_db=checkerboard_db(decs, list(views.images)),
@@ -257,6 +301,17 @@ def task_miou(task_net: nn.Module, views: ViewSet) -> float:
     x, _ = views.tensors()
     pred = torch.cat([task_net(x[i:i + 8]).argmax(1) for i in range(0, len(x), 8)]).numpy()
     return mean_iou(pred, views.labels)
+
+
+@torch.no_grad()
+def task_score(task_net: nn.Module, views: ViewSet) -> float:
+    """The task's score on the uncompressed views: mIoU for label maps, accuracy for one label
+    per view."""
+    if np.asarray(views.labels).ndim != 1:
+        return task_miou(task_net, views)
+    x, _ = views.tensors()
+    pred = torch.cat([task_net(x[i:i + 8]).argmax(1) for i in range(0, len(x), 8)]).numpy()
+    return accuracy(pred, views.labels)
 
 
 # ----------------------------------------------------------------------------- checkpoint

@@ -124,7 +124,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     """Adam weight decay (the official AASIST value)."""
     rawboost_algo: int = 0
-    """RawBoost algorithm applied to every training clip on the fly (0 = none, 1-8)."""
+    """RawBoost algorithm applied to the training clips on the fly (0 = none, 1-8)."""
+    rawboost_prob: float = 1.0
+    """Probability that a training clip is augmented (1 = every clip, as the reference
+    SSL_Anti-spoofing training does; below 1 the other clips go in clean)."""
     loss: str = "ce"
     """"ce" (AASIST's cross-entropy) or "focal": the SVDD 2024 system's binary focal loss on the
     bona fide logit margin, with soft labels 0.05 / 0.95 (Anmol2059/SVDD2024 train.py)."""
@@ -170,7 +173,10 @@ def train_detector(
     cfg = cfg or TrainConfig()
     if cfg.loss not in ("ce", "focal"):
         raise ValueError(f"TrainConfig.loss must be 'ce' or 'focal', got {cfg.loss!r}")
+    if not 0.0 <= cfg.rawboost_prob <= 1.0:
+        raise ValueError(f"TrainConfig.rawboost_prob must be in [0, 1], got {cfg.rawboost_prob}")
     rng = np.random.default_rng(cfg.seed)
+    coin = np.random.default_rng([cfg.seed, 1])  # which clips RawBoost augments (own stream)
     torch.manual_seed(cfg.seed)
     x_all = np.stack([np.asarray(w, dtype=np.float32) for w in waves])
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -189,9 +195,13 @@ def train_detector(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb = x_all[idx]
             if cfg.rawboost_algo:
+                # the coin flips have their own stream: p = 1 gives the batches of the reference
+                # setting and p = 0 those of no RawBoost, draw for draw
                 xb = np.stack(
                     [
                         rawboost(x, cfg.rawboost_algo, cfg=rawboost_cfg, rng=rng).astype(np.float32)
+                        if coin.random() < cfg.rawboost_prob
+                        else x
                         for x in xb
                     ]
                 )

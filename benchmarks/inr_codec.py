@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from splatlab.plugins.compress import rd
-from splatlab.plugins.compress.inr import CodecOptions, decode, encode_image
+from splatlab.plugins.compress.inr import CodecOptions, decode, encode_image, parse_arch_candidates
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
 
@@ -68,7 +68,7 @@ def main() -> None:
     ours = (f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer}"
             f"{', candidates ' + ' '.join(args.arch_candidates) if args.arch_candidates else ''})")
     extra: list[dict] = []
-    cands = tuple(tuple(int(v) for v in c.split(",")) for c in args.arch_candidates)
+    cands = parse_arch_candidates(" ".join(args.arch_candidates))
     for name in args.images:
         img = load(name, args.crop)
         per = points.setdefault(name, {})

@@ -71,3 +71,22 @@ def test_bad_inputs():
         InrImageCodec().run(PluginInputs(), InrOptions(steps=1))
     with pytest.raises(DataError, match="x.png"):
         InrImageCodec().run(PluginInputs(uploads={"x.png": b"\x89PNG\r\n\x1a\nbroken"}), InrOptions(steps=1))
+
+
+def test_architecture_candidates_from_the_panel_option():
+    from splatlab.plugins.compress.inr import parse_arch_candidates
+
+    assert parse_arch_candidates("") == ()
+    assert parse_arch_candidates("8,12") == ((8, 12),)
+    assert parse_arch_candidates("8,12; 12,16") == parse_arch_candidates("8,12 12,16") == ((8, 12), (12, 16))
+    for bad in ("8", "8,x", "8,12,3", "0,12"):
+        with pytest.raises(DataError, match="candidate"):
+            parse_arch_candidates(bad)
+    img = _img(32, 32)
+    rep = InrImageCodec().run(PluginInputs(image=img), InrOptions(steps=30, anchors=False, lmbda=0.02,
+                                                                  arch_candidates="4,6"))
+    m = rep.metrics
+    assert (m["arm_hidden"], m["syn_hidden"]) in {(16.0, 24.0), (4.0, 6.0)}
+    assert np.array_equal(decode(rep.files["image.inr"]), rep.images["decoded"])
+    with pytest.raises(DataError, match="ARM,SYN"):
+        InrImageCodec().run(PluginInputs(image=img), InrOptions(steps=1, arch_candidates="8;12"))

@@ -6,6 +6,8 @@ decodes bit-identically in any process. See codec.py for training, arm.py for th
 and its determinism, bitstream.py for the file layout.
 """
 
-from .codec import CodecOptions, EncodeResult, decode, encode, encode_image
+from .codec import CodecOptions, EncodeResult, decode, encode, encode_image, parse_arch_candidates
 
-__all__ = ["CodecOptions", "EncodeResult", "encode", "encode_image", "decode"]
+__all__ = [
+    "CodecOptions", "EncodeResult", "encode", "encode_image", "decode", "parse_arch_candidates",
+]

@@ -47,7 +47,7 @@ from .arm import (
 from .model import Arch, init_params, layer_specs, synthesis, upsample_all
 from .quant import noisy_softround, quantize_weights, sga_round, ste_round
 
-__all__ = ["CodecOptions", "EncodeResult", "encode", "encode_image", "decode"]
+__all__ = ["CodecOptions", "EncodeResult", "encode", "encode_image", "decode", "parse_arch_candidates"]
 
 K_RANGE = range(0, 13)
 
@@ -261,6 +261,23 @@ def overfit(
             last = now
     assert best is not None
     return best[1], best[2], history
+
+
+def parse_arch_candidates(text: str) -> tuple[tuple[int, int], ...]:
+    """``"8,12"`` or ``"8,12; 12,16"`` (also space-separated pairs) -> ((8, 12), (12, 16)): the
+    (ARM hidden, synthesis hidden) pairs of :attr:`CodecOptions.arch_candidates`."""
+    pairs = []
+    for tok in text.replace(";", " ").split():
+        parts = tok.split(",")
+        try:
+            a, h = (int(v) for v in parts)
+        except ValueError:
+            raise DataError(f"architecture candidate {tok!r} is not 'ARM,SYN' (two integers, e.g. "
+                            f"'8,12')") from None
+        if a < 1 or h < 1:
+            raise DataError(f"architecture candidate {tok!r}: widths must be >= 1")
+        pairs.append((a, h))
+    return tuple(pairs)
 
 
 def encode_image(

@@ -118,7 +118,9 @@ class EncodeResult:
     """Weight group -> chosen k (step 2^-k)."""
     encode_seconds: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
-    """(step, loss, bpp) at the periodic hard-rounded checks."""
+    """(step, loss, bpp) at the periodic hard-rounded checks. That bpp is the latents' rate only
+    (the rate term training minimises); the network weights are quantised and coded after
+    training, so the file's rate is higher (``estimated_bits`` and the bytes of ``data`` have it)."""
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -112,8 +112,12 @@ def main() -> int:
     base = base_codec(seg_train, Path(a.data))
     res["times_s"]["base_codec"] = time.perf_counter() - t
     print(f"base codec {res['times_s']['base_codec']:.0f} s", flush=True)
+    # Every codec without ARR starts its training noise from the RNG state right after the base,
+    # so a point does not depend on which other points the run lists (ARR configs seed with C).
+    after_base = torch.get_rng_state()
 
     for lm in plain_lambdas:  # the plain codec: trained for humans (MSE), as in icm_bench.py
+        torch.set_rng_state(after_base)
         c = clone_codec(base)
         st = train_codec(c, base_batches(seg_train, Path(a.data), 64, 8, 10), icm_bench.FT_STEPS,
                          lmbda=lm, lr=3e-4)
@@ -126,6 +130,7 @@ def main() -> int:
     names = (["task-trained codec"] + [f"ARR C={c}" for c in levels]) if weights else []
     for w in weights:
         for name in names:
+            torch.set_rng_state(after_base)
             c = clone_codec(base)
             arr = None
             if name.startswith("ARR"):

@@ -179,10 +179,14 @@ def test_focal_loss_training_lowers_the_loss() -> None:
     model.eval()
     with torch.no_grad():
         before = float(binary_focal_loss(model(x)[1], y))
-    train_detector(model, bona + spoof, y.tolist(), TrainConfig(epochs=10, batch_size=8, lr=3e-3, loss="focal"))
+    # 20 epochs: at 10 the drop sat at the bound (0.72 of the start on one CPU, < 0.7 on another)
+    train_detector(model, bona + spoof, y.tolist(), TrainConfig(epochs=20, batch_size=8, lr=3e-3, loss="focal"))
     with torch.no_grad():
-        after = float(binary_focal_loss(model(x)[1], y))
-    assert after < 0.7 * before, (before, after)
+        logits = model(x)[1]
+        after = float(binary_focal_loss(logits, y))
+    assert after < 0.5 * before, (before, after)  # 0.28 of the start here
+    margin = (logits[:, 1] - logits[:, 0]).numpy()
+    assert margin[:8].min() > margin[8:].max()  # every bona fide clip above every spoof
     with pytest.raises(ValueError, match="focal"):
         train_detector(model, bona, [1] * 8, TrainConfig(epochs=1, loss="hinge"))
 

@@ -75,6 +75,9 @@ def main() -> int:
                     help="training crop side (a multiple of 64; 128 = the whole view, flips only)")
     ap.add_argument("--base-steps", type=int, default=icm_bench.BASE_STEPS,
                     help="base codec steps (the icm_bench recipe's by default; fewer for a smoke run)")
+    ap.add_argument("--noise-seed", type=int, default=0,
+                    help="0: the recorded runs' seeds; k > 0: another seed of every trained codec's "
+                         "noise and ARR's initialisation (the base codec and the classifier stay)")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--cache", default=str(Path.home() / ".cache/splatlab/icm"))
     a = ap.parse_args()
@@ -90,6 +93,7 @@ def main() -> int:
                  "recipe": {"steps": a.steps, "task_steps": a.task_steps, "weights": weights,
                             "levels": levels, "crop": a.crop, "batch": 8,
                             "plain_lambdas": plain_lambdas, "plain_ft_steps": icm_bench.FT_STEPS,
+                            "noise_seed": a.noise_seed,
                             "base_steps": a.base_steps},
                  "times_s": {}, "curves": {}}
     seg_train = demo_views("train", 128, a.cache)
@@ -114,6 +118,8 @@ def main() -> int:
     print(f"base codec {res['times_s']['base_codec']:.0f} s", flush=True)
     # Every codec without ARR starts its training noise from the RNG state right after the base,
     # so a point does not depend on which other points the run lists (ARR configs seed with C).
+    if a.noise_seed:
+        torch.manual_seed(10_000 + a.noise_seed)
     after_base = torch.get_rng_state()
 
     for lm in plain_lambdas:  # the plain codec: trained for humans (MSE), as in icm_bench.py
@@ -135,7 +141,7 @@ def main() -> int:
             arr = None
             if name.startswith("ARR"):
                 lv = int(name.split("=")[1])
-                torch.manual_seed(lv)
+                torch.manual_seed(lv + 1000 * a.noise_seed)
                 arr = ARR(lv)
                 arr.init_palette(train.images, seed=lv)
             st = train_codec(c, image_batches(train.images, train.labels, a.crop, 8,

@@ -122,6 +122,7 @@ def main() -> None:
                         "train_methods": list(ds.train_methods),
                         "heldout_method": ds.heldout_method,
                         "rawboost_algo": rb,
+                        "rawboost_prob": args.rawboost_prob,
                         "epochs": args.epochs,
                         "data": "synthetic espeak-ng bona fide vs vocoder resynthesis",
                     }
@@ -137,13 +138,18 @@ def main() -> None:
         )
         return eer_from_labels(seen, seen_y), eer_from_labels(held, held_y)
 
+    def rb_name(rb: int) -> str:
+        if not rb:
+            return "none"
+        return f"algo {rb}" + (f", p {args.rawboost_prob:g}" if args.rawboost_prob < 1 else "")
+
     print()
     print("| front-end | RawBoost | system | EER seen (%) | EER held-out (%) | train s / model |")
     print("|---|---|---|---|---|---|")
     for arch in args.archs:
         for rb in (0, args.rawboost):
             keys = [(arch, rb, s) for s in args.seeds]
-            rbn = f"algo {rb}" if rb else "none"
+            rbn = rb_name(rb)
             t_mean = np.mean([systems[k]["train_s"] for k in keys])
             for k in keys:
                 r = systems[k]
@@ -161,7 +167,7 @@ def main() -> None:
         for rb in (0, args.rawboost):
             keys = [(a, rb, s) for a in args.archs for s in args.seeds]
             es, eh = fused(keys)
-            rbn = f"algo {rb}" if rb else "none"
+            rbn = rb_name(rb)
             print(
                 f"| {' + '.join(args.archs)} | {rbn} | ensemble of {len(keys)} | {100 * es:.2f} "
                 f"| {100 * eh:.2f} | - |"

@@ -9,6 +9,7 @@ images, each centre-cropped to ``--crop`` pixels (named in the rows). Usage:
 
     python benchmarks/inr_codec.py [--images kodim01 kodim04 kodim08 kodim15 kodim19 kodim23]
         [--crop 256] [--steps 600] [--lmbdas 4e-3 1e-3 2.5e-4] [--enhance 0] [--quantizer softround]
+        [--arm-hidden 16] [--syn-hidden 24] [--upsampling bilinear] [--arch-candidates 8,12]
         [--json out.json] [--html rd.html]
 """
 
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lmbdas", type=float, nargs="+", default=[4e-3, 1e-3, 2.5e-4])
     ap.add_argument("--enhance", type=int, default=0)
+    ap.add_argument("--arm-hidden", type=int, default=CodecOptions.arm_hidden, help="ARM hidden width")
+    ap.add_argument("--syn-hidden", type=int, default=CodecOptions.syn_hidden, help="synthesis hidden channels")
+    ap.add_argument("--upsampling", default="bilinear", choices=["bilinear", "learned", "learned_per_step"])
     ap.add_argument("--quantizer", default="softround", choices=["softround", "gumbel"])
     ap.add_argument("--arch-candidates", nargs="*", default=[], metavar="ARM,SYN",
                     help="further (ARM hidden, synthesis hidden) pairs; the best file by MSE + lambda bpp is kept")
@@ -65,7 +69,10 @@ def main() -> None:
         return
 
     points: dict[str, dict[str, list[rd.RDPoint]]] = {}
-    ours = (f"INR (steps {args.steps}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer}"
+    arch = ("" if (args.arm_hidden, args.syn_hidden) == (CodecOptions.arm_hidden, CodecOptions.syn_hidden)
+            else f", arch {args.arm_hidden},{args.syn_hidden}")
+    ups = "" if args.upsampling == "bilinear" else f", {args.upsampling.replace('_', ' ')} upsampling"
+    ours = (f"INR (steps {args.steps}{arch}{ups}{', enh ' + str(args.enhance) if args.enhance else ''}, {args.quantizer}"
             f"{', candidates ' + ' '.join(args.arch_candidates) if args.arch_candidates else ''})")
     extra: list[dict] = []
     cands = parse_arch_candidates(" ".join(args.arch_candidates))
@@ -77,7 +84,8 @@ def main() -> None:
         per[ours] = []
         for lm in args.lmbdas:
             opts = CodecOptions(lmbda=lm, steps=args.steps, enhance=args.enhance, quantizer=args.quantizer,
-                                arch_candidates=cands)
+                                arm_hidden=args.arm_hidden, syn_hidden=args.syn_hidden,
+                                upsampling=args.upsampling, arch_candidates=cands)
             res = encode_image(img, opts)
             t0 = time.perf_counter()
             out = decode(res.data)
@@ -89,7 +97,8 @@ def main() -> None:
             per[ours].append(pt)
             extra.append({"image": name, "lmbda": lm, "estimated_bits": res.estimated_bits,
                           "file_bits": 8 * len(res.data), "steps": res.steps,
-                          "arm_hidden": res.arch.arm_hidden, "syn_hidden": res.arch.syn_hidden})
+                          "arm_hidden": res.arch.arm_hidden, "syn_hidden": res.arch.syn_hidden,
+                          "upsampling": res.arch.upsampling})
             print(f"<!-- {name} lambda={lm:g}: {pt.bpp:.3f} bpp {pt.psnr:.2f} dB, est/file "
                   f"{res.estimated_bits['total'] / (8 * len(res.data)):.4f}, enc {pt.encode_s:.0f} s, "
                   f"dec {dt:.2f} s -->", flush=True)

@@ -298,3 +298,76 @@ def test_architecture_candidates_keep_the_lower_rd_cost_file():
     assert np.array_equal(decode(both.data), both.decoded)
     assert cost(both) <= max(cost(r) for r in singles)
     assert both.encode_seconds >= max(r.encode_seconds for r in singles) * 0.5
+
+
+# ----------------------------------------------------------------------------- learned upsampling
+
+
+def test_learned_upsampling_starts_as_bicubic_and_bilinear_taps_are_the_bilinear_step():
+    import torch.nn.functional as F
+
+    from splatlab.plugins.compress.inr.model import UPS_TAPS_BICUBIC, _up2_axis
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 2, 7, 9, generator=g, dtype=torch.float64)
+    taps = torch.tensor(UPS_TAPS_BICUBIC, dtype=torch.float64)
+    ours = _up2_axis(_up2_axis(x, 2, 14, False, taps), 3, 18, False, taps)
+    # PyTorch's bicubic (A = -0.75, align_corners=False, borders clamped): an independent reference
+    ref = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.max(torch.abs(ours - ref)) < 1e-12
+    # the taps (3, 1, 0, 0) on 2^-2 are the fixed-point bilinear step, exactly, on odd sizes too
+    arch_l = Arch(13, 11, n_levels=4, upsampling=1)
+    arch_b = Arch(13, 11, n_levels=4)
+    yg = [torch.randint(-40, 41, s, generator=g).double() for s in arch_b.grid_sizes()]
+    lin = {"ups0.w": torch.tensor([3.0, 1.0, 0.0, 0.0], dtype=torch.float64)}
+    a = upsample_all(yg, arch_l, fixed=True, params=lin, ku=2)
+    b = upsample_all(yg, arch_b, fixed=True)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="kernels"):
+        upsample_all(yg, arch_l, fixed=True)
+
+
+def test_learned_upsampling_fixed_point_matches_float():
+    for mode in (1, 2):
+        arch = Arch(29, 21, n_levels=5, upsampling=mode)
+        g = torch.Generator().manual_seed(5 + mode)
+        params = init_params(arch, g)
+        names = [n for n in params if n.startswith("ups")]
+        assert len(names) == (1 if mode == 1 else arch.n_levels - 1)
+        k = 9
+        taps = {n: quantize_weights(params[n] + 0.05 * torch.randn(4, generator=g), k) for n in names}
+        yg = [torch.randint(-5, 6, s, generator=g).double() for s in arch.grid_sizes()]
+        ref = upsample_all(yg, arch, params={n: v.double() / 2**k for n, v in taps.items()})
+        fx = upsample_all(yg, arch, fixed=True, params={n: v.double() for n, v in taps.items()}, ku=k)
+        assert torch.equal(fx, torch.floor(fx))
+        # each 2x step floors once per axis: the error grows by < 2 * 2^-FA per step
+        assert torch.max(torch.abs(fx / 2**A.FA - ref)) < 2 * (arch.n_levels - 1) * 2.0**-A.FA * 2
+
+
+@pytest.mark.parametrize("mode", ["learned", "learned_per_step"])
+def test_learned_upsampling_round_trip_in_another_process(mode, tmp_path):
+    img = make_image(40, 48)
+    res = encode_image(img, CodecOptions(steps=80, lmbda=2e-3, upsampling=mode, seed=2))
+    assert res.arch.upsampling == (1 if mode == "learned" else 2) and "ups.w" in res.steps
+    assert res.data[2] == 2  # format version 2 carries the upsampling byte
+    assert psnr(res.decoded, img) > 22.0
+    assert abs(8 * len(res.data) - res.estimated_bits["total"]) / (8 * len(res.data)) < 0.03
+    src = tmp_path / "img.inr"
+    src.write_bytes(res.data)
+    out = tmp_path / "dec.npy"
+    code = (f"import numpy as np\nfrom splatlab.plugins.compress.inr import decode\n"
+            f"np.save({str(out)!r}, decode(open({str(src)!r}, 'rb').read()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(out), res.decoded)
+    bad = bytearray(res.data)
+    bad[14] = 7  # the upsampling byte
+    with pytest.raises(DataError, match="upsampling 7"):
+        decode(bytes(bad), name="x.inr")
+    with pytest.raises(DataError, match="upsampling"):
+        CodecOptions(upsampling="nearest").arch(8, 8)  # type: ignore[arg-type]
+
+
+def test_bilinear_files_keep_the_version_1_layout(encoded):
+    _, res = encoded
+    assert res.data[:3] == b"iC\x01"

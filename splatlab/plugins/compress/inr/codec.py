@@ -8,10 +8,10 @@ Phase 2: hard rounding with a straight-through gradient at ``ste_lr`` (1e-4, cos
 the networks and the latents alike: Cool-chic's C3x preset, ``coolchic/enc/training/presets.py``).
 The best hard-rounded loss seen at the periodic checks is kept.
 
-Weight quantisation: per group (ARM weights, ARM biases, synthesis weights, ... ) the step
-``2^-k``, k in 0..12, minimising MSE + lambda * (latent rate + that group's weight rate), searched
-group after group (Cool-chic's greedy search). Weights are entropy coded with a Laplace of the
-group's mean absolute integer.
+Weight quantisation: per group (ARM weights, ARM biases, learned upsampling kernels, synthesis
+weights, ... ) the step ``2^-k``, k in 0..12, minimising MSE + lambda * (latent rate + that
+group's weight rate), searched group after group (Cool-chic's greedy search). Weights are
+entropy coded with a Laplace of the group's mean absolute integer.
 
 The bitstream (bitstream.py) holds the architecture, the steps, the weights and the latents, all
 coded in one constriction range-coder stream; the decoder is exact fixed point (arm.py, model.py).
@@ -44,7 +44,17 @@ from .arm import (
     laplace_bin_prob,
     latent_layout,
 )
-from .model import Arch, init_params, layer_specs, synthesis, upsample_all
+from .model import (
+    UPS_BILINEAR,
+    UPS_PER_STEP,
+    UPS_SHARED,
+    Arch,
+    init_params,
+    layer_specs,
+    synthesis,
+    ups_names,
+    upsample_all,
+)
 from .quant import noisy_softround, quantize_weights, sga_round, ste_round
 
 __all__ = ["CodecOptions", "EncodeResult", "encode", "encode_image", "decode", "parse_arch_candidates"]
@@ -87,6 +97,10 @@ class CodecOptions:
     """ARM hidden layers."""
     syn_hidden: int = 24
     """Synthesis hidden channels."""
+    upsampling: Literal["bilinear", "learned", "learned_per_step"] = "bilinear"
+    """Latent upsampling: fixed bilinear, one learned symmetric 8-tap kernel for every 2x step
+    (Cool-chic 3.3's learned upsampling), or one per step (as Cool-chic 3.4); model.py has the
+    details. The kernels are coded in the file like the other weights."""
     arch_candidates: tuple[tuple[int, int], ...] = ()
     """Further ``(arm_hidden, syn_hidden)`` pairs to encode with besides this one; the file with the
     lowest ``MSE + lmbda * bpp`` (bpp from its bytes) is kept. An encoder-side rate-distortion
@@ -99,8 +113,13 @@ class CodecOptions:
     """torch CPU threads while encoding (1 is fastest for these small layers on a busy machine)."""
 
     def arch(self, height: int, width: int) -> Arch:
+        if self.upsampling not in UPSAMPLING:
+            raise DataError(f"upsampling {self.upsampling!r} is not one of {', '.join(UPSAMPLING)}")
         return Arch(height, width, self.n_levels, self.ctx_k, self.n_ctx, self.arm_hidden,
-                    self.arm_layers, self.syn_hidden, self.enhance)
+                    self.arm_layers, self.syn_hidden, self.enhance, UPSAMPLING[self.upsampling])
+
+
+UPSAMPLING = {"bilinear": UPS_BILINEAR, "learned": UPS_SHARED, "learned_per_step": UPS_PER_STEP}
 
 
 @dataclass
@@ -138,6 +157,7 @@ def _arm_lists(params: dict[str, torch.Tensor], arch: Arch) -> tuple[list, list]
 def _param_names(arch: Arch) -> list[str]:
     n = len(arm_shapes(arch.n_ctx, arch.arm_hidden, arch.arm_layers))
     names = [f"arm{i}.{t}" for i in range(n) for t in "wb"]
+    names += ups_names(arch)
     names += [f"{layer}.{t}" for layer in layer_specs(arch) for t in "wb"]
     return names
 
@@ -189,7 +209,7 @@ class _Latents:
 
 
 def _image(grids: list[torch.Tensor], params: dict[str, torch.Tensor], arch: Arch) -> torch.Tensor:
-    return synthesis(upsample_all(grids, arch), params, arch)
+    return synthesis(upsample_all(grids, arch, params=params), params, arch)
 
 
 def _to_uint8_fixed(out: torch.Tensor) -> np.ndarray:
@@ -502,7 +522,8 @@ def _decode(header: bs.Header, words: np.ndarray) -> np.ndarray:
         gsteps["enh"] = (steps["enh.w"], steps["enh.b"])
     tparams = {n: torch.from_numpy(v.astype(np.float64)) for n, v in q.items()}
     with torch.no_grad():
-        out = synthesis(upsample_all(grids, arch, fixed=True), tparams, arch, fixed=True, steps=gsteps)
+        planes = upsample_all(grids, arch, fixed=True, params=tparams, ku=steps.get("ups.w", 0))
+        out = synthesis(planes, tparams, arch, fixed=True, steps=gsteps)
     return _to_uint8_fixed(out)
 
 
@@ -515,6 +536,8 @@ def decode_payload(
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (o, n) in enumerate(arm_shapes(arch.n_ctx, arch.arm_hidden, arch.arm_layers)):
         shapes[f"arm{i}.w"], shapes[f"arm{i}.b"] = (o, n), (o,)
+    for name in ups_names(arch):
+        shapes[name] = (4,)
     for layer, (o, n, kk) in layer_specs(arch).items():
         shapes[layer + ".w"], shapes[layer + ".b"] = (o, n, kk, kk), (o,)
     q: dict[str, np.ndarray] = {}

@@ -2,8 +2,9 @@
 fixed point (the decoder), sharing one description of the layers.
 
 Architecture (Cool-chic-like, Ladune et al. 2023): ``L`` latent grids of one channel, grid ``i``
-of size ``ceil(H / 2^i) x ceil(W / 2^i)``; each is upsampled to ``H x W`` by repeated 2x bilinear
-steps (weights 1/4, 3/4, edges replicated), the ``L`` planes are stacked and fed to the synthesis:
+of size ``ceil(H / 2^i) x ceil(W / 2^i)``; each is upsampled to ``H x W`` by repeated 2x steps
+(edges replicated): bilinear (weights 1/4, 3/4), or with ``upsampling`` a learned kernel (below),
+the ``L`` planes are stacked and fed to the synthesis:
 a 1x1 layer to ``hidden`` channels + ReLU, a 1x1 layer to 3 channels, then two residual 3x3
 convolutions (3 -> 3, ReLU on the first). With ``enhance`` (EQLINR, a light CNN after the
 synthesis) a residual block 3x3 conv 3 -> E + ReLU, 3x3 conv E -> 3 follows.
@@ -11,6 +12,16 @@ synthesis) a residual block 3x3 conv 3 -> E + ReLU, 3x3 conv E -> 3 follows.
 Fixed point: activations are integers on the grid ``2^-FA`` held in float64, weights integers on
 ``2^-kw``, biases on ``2^-kb``; each conv output is an exact integer (all below 2^53) floored back
 to ``2^-FA``. The 2x bilinear step is ``floor((3 a + b) / 4)`` per axis.
+
+Learned upsampling (``upsampling`` 1: one kernel for every 2x step, as Cool-chic 3.3's learned
+ConvTranspose of size 8; 2: one kernel per step, as Cool-chic 3.4 learns per step): a symmetric,
+separable 8-tap 2x kernel ``[d, b, c, a, a, c, b, d]`` with 4 free taps ``(a, b, c, d)``, the same
+1-D filter along both axes (Cool-chic 3.4's symmetric separable filters; it also learns a second,
+pre-filtering kernel per step, which this codec does not). Per axis the output sample ``2i`` is
+``a x[i] + b x[i-1] + c x[i+1] + d x[i-2]`` and ``2i+1`` its mirror ``a x[i] + b x[i+1] + c x[i-1]
++ d x[i+2]``; the taps start at bicubic (A = -0.75, PyTorch's and Cool-chic's initial kernel).
+Fixed point: taps are integers on ``2^-ku`` and each output is ``floor(sum / 2^ku)``; bilinear is
+the taps (3, 1, 0, 0) at ``ku = 2``.
 """
 
 from __future__ import annotations
@@ -23,7 +34,11 @@ from torch import Tensor
 
 from .arm import FA, arm_shapes
 
-__all__ = ["Arch", "layer_specs", "upsample_all", "synthesis"]
+__all__ = ["Arch", "layer_specs", "upsample_all", "synthesis", "ups_names", "UPS_TAPS_BICUBIC"]
+
+UPS_BILINEAR, UPS_SHARED, UPS_PER_STEP = 0, 1, 2
+UPS_TAPS_BICUBIC = (0.87890625, 0.26171875, -0.10546875, -0.03515625)
+"""Taps (a, b, c, d) of 2x bicubic upsampling (A = -0.75, align_corners=False): exact at 2^-8."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +55,15 @@ class Arch:
     syn_hidden: int = 24
     enhance: int = 0
     """Channels of the EQLINR enhancement block (0: off)."""
+    upsampling: int = UPS_BILINEAR
+    """0: fixed bilinear; 1: one learned kernel for all 2x steps; 2: one learned kernel per step."""
 
     def grid_sizes(self) -> list[tuple[int, int]]:
         return [(-(-self.height // 2**i), -(-self.width // 2**i)) for i in range(self.n_levels)]
 
     def mac_per_pixel(self) -> float:
-        """Multiply-accumulates per decoded pixel (ARM over all latents, synthesis, enhance)."""
+        """Multiply-accumulates per decoded pixel (ARM over all latents, synthesis, enhance; the
+        upsampling's 2-4 per sample and axis are not counted)."""
         n_lat = sum(h * w for h, w in self.grid_sizes())
         arm = sum(o * i for o, i in arm_shapes(self.n_ctx, self.arm_hidden, self.arm_layers))
         syn = sum(
@@ -74,32 +92,61 @@ def layer_specs(arch: Arch) -> dict[str, tuple[int, int, int]]:
 # ----------------------------------------------------------------------------- upsampling
 
 
-def _up2_axis(x: Tensor, dim: int, n_out: int, fixed: bool) -> Tensor:
-    """2x bilinear (align_corners=False) along ``dim`` of x [1, C, h, w], cropped to n_out."""
+def ups_names(arch: Arch) -> list[str]:
+    """Parameter names of the learned upsampling kernels (each 4 taps), coarse step first."""
+    n = {UPS_BILINEAR: 0, UPS_SHARED: 1, UPS_PER_STEP: max(0, arch.n_levels - 1)}[arch.upsampling]
+    return [f"ups{i}.w" for i in range(n)]
+
+
+def _up2_axis(
+    x: Tensor, dim: int, n_out: int, fixed: bool, taps: Tensor | None = None, ku: int = 0
+) -> Tensor:
+    """2x upsampling (align_corners=False) along ``dim`` of x [1, C, h, w], cropped to n_out:
+    bilinear, or the symmetric 8-tap kernel ``taps`` (a, b, c, d) (fixed: integers on 2^-ku)."""
     n = x.shape[dim]
     idx = torch.arange(n)
-    prev = x.index_select(dim, (idx - 1).clamp(0, n - 1))
-    nxt = x.index_select(dim, (idx + 1).clamp(0, n - 1))
-    even = 3 * x + prev
-    odd = 3 * x + nxt
+
+    def at(o: int) -> Tensor:
+        return x.index_select(dim, (idx + o).clamp(0, n - 1))
+
+    prev, nxt = at(-1), at(1)
+    if taps is None:
+        even, odd, div = 3 * x + prev, 3 * x + nxt, 4.0
+    else:
+        a, b, c, d = taps[0], taps[1], taps[2], taps[3]
+        even = a * x + b * prev + c * nxt + d * at(-2)
+        odd = a * x + b * nxt + c * prev + d * at(2)
+        div = float(2**ku) if fixed else 1.0
+        if fixed and even.numel() and float(torch.maximum(even.abs().max(), odd.abs().max())) >= 2.0**52:
+            raise OverflowError("fixed-point upsampling left the exact float64 range (2^52)")
     out = torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1)
-    out = torch.floor(out / 4) if fixed else out / 4
+    out = torch.floor(out / div) if fixed else (out / div if div != 1.0 else out)
     return out.narrow(dim, 0, n_out)
 
 
-def upsample_all(latents: list[Tensor], arch: Arch, fixed: bool = False) -> Tensor:
+def upsample_all(
+    latents: list[Tensor], arch: Arch, fixed: bool = False,
+    params: dict[str, Tensor] | None = None, ku: int = 0,
+) -> Tensor:
     """latents: per grid [h_i, w_i] (fixed: integers) -> stacked planes [1, L, H, W]
-    (fixed: on the 2^-FA grid, as integers).
+    (fixed: on the 2^-FA grid, as integers). ``params`` holds the learned kernels when
+    ``arch.upsampling`` (fixed: integer taps on 2^-ku).
 
     Coarse to fine: the planes of grids i..L-1 at the size of grid i are upsampled together and
     grid i-1 is stacked in front (the same numbers as upsampling each grid on its own, since the
     2x step acts on each channel alone, in fewer operations)."""
     sizes = arch.grid_sizes()
+    names = ups_names(arch)
+    if names and params is None:
+        raise ValueError("learned upsampling needs its kernels (params)")
     scale = float(2**FA) if fixed else 1.0
     x = latents[-1][None, None] * scale
     for j in range(len(latents) - 2, -1, -1):
+        taps = None
+        if names:
+            taps = params[names[0] if len(names) == 1 else names[j]]  # type: ignore[index]
         th, tw = sizes[j]
-        x = _up2_axis(_up2_axis(x, 2, th, fixed), 3, tw, fixed)
+        x = _up2_axis(_up2_axis(x, 2, th, fixed, taps, ku), 3, tw, fixed, taps, ku)
         x = torch.cat([latents[j][None, None] * scale, x], dim=1)
     return x
 
@@ -147,7 +194,8 @@ def synthesis(
 
 
 def init_params(arch: Arch, generator: torch.Generator) -> dict[str, Tensor]:
-    """Random float32 parameters: ARM ``arm{i}.w/b``, synthesis / enhancement convs (the last
+    """Random float32 parameters: ARM ``arm{i}.w/b``, learned upsampling kernels ``ups{i}.w``
+    (bicubic taps), synthesis / enhancement convs (the last
     conv of each residual block starts at zero, so the blocks start as identities)."""
     p: dict[str, Tensor] = {}
     for i, (o, n) in enumerate(arm_shapes(arch.n_ctx, arch.arm_hidden, arch.arm_layers)):
@@ -161,6 +209,8 @@ def init_params(arch: Arch, generator: torch.Generator) -> dict[str, Tensor]:
             w = w * 0.0
         p[name + ".w"] = w
         p[name + ".b"] = torch.zeros(o)
+    for name in ups_names(arch):
+        p[name] = torch.tensor(UPS_TAPS_BICUBIC)
     p["syn1.b"] = torch.full((3,), 0.5)
     # the latents start at zero: a positive bias keeps the first ReLUs (and their gradients) alive
     p["syn0.b"] = torch.full((arch.syn_hidden,), 0.1)

@@ -15,6 +15,7 @@ from ....errors import DataError
 from ...base import Plugin, PluginInputs, Progress, Report, no_progress
 from .. import rd
 from .codec import CodecOptions, decode, encode_image, parse_arch_candidates
+from .model import ups_names
 
 
 @dataclass
@@ -33,6 +34,9 @@ class InrOptions:
     beside the default (16, 24) gave -8 % BD-rate vs AVIF on 192 px Kodak crops (BENCHMARKS.md)."""
     quantizer: Literal["softround", "gumbel"] = "softround"
     """Latent quantiser in training: C3 soft-round + Kumaraswamy noise, or EQLINR Gumbel annealing."""
+    upsampling: Literal["bilinear", "learned", "learned_per_step"] = "bilinear"
+    """Latent upsampling: fixed bilinear, or learned symmetric 8-tap kernels (one for all 2x steps,
+    or one per step), coded in the file (Cool-chic 3.3 / 3.4)."""
     max_side: int = 256
     """Larger inputs are downscaled (Lanczos) to this longest side first (0: never)."""
     anchors: bool = True
@@ -100,7 +104,7 @@ class InrImageCodec(Plugin):
         h, w = img.shape[:2]
         share = 0.85 if options.anchors else 1.0
         copts = CodecOptions(lmbda=options.lmbda, steps=options.steps, enhance=options.enhance,
-                             quantizer=options.quantizer, seed=options.seed,
+                             quantizer=options.quantizer, seed=options.seed, upsampling=options.upsampling,
                              arch_candidates=parse_arch_candidates(options.arch_candidates))
         res = encode_image(img, copts, lambda f, m="": progress(share * f, m))
         t0 = time.perf_counter()
@@ -123,6 +127,7 @@ class InrImageCodec(Plugin):
             "mac_per_pixel": res.arch.mac_per_pixel(),
             "arm_hidden": float(res.arch.arm_hidden),
             "syn_hidden": float(res.arch.syn_hidden),
+            "upsampling_kernels": float(len(ups_names(res.arch))),
         }
         report = Report(
             title=f"INR image codec: {source}",

@@ -93,7 +93,8 @@ def layer_specs(arch: Arch) -> dict[str, tuple[int, int, int]]:
 
 
 def ups_names(arch: Arch) -> list[str]:
-    """Parameter names of the learned upsampling kernels (each 4 taps), coarse step first."""
+    """Parameter names of the learned upsampling kernels (4 taps each): ``ups{j}.w`` is the 2x step
+    that makes grid j's size, or ``ups0.w`` alone when one kernel serves every step."""
     n = {UPS_BILINEAR: 0, UPS_SHARED: 1, UPS_PER_STEP: max(0, arch.n_levels - 1)}[arch.upsampling]
     return [f"ups{i}.w" for i in range(n)]
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from splatlab.plugins.compress import rd
 from splatlab.plugins.compress.inr import CodecOptions, decode, encode_image, parse_arch_candidates
+from splatlab.plugins.compress.inr.codec import UPSAMPLING
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
 
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--enhance", type=int, default=0)
     ap.add_argument("--arm-hidden", type=int, default=CodecOptions.arm_hidden, help="ARM hidden width")
     ap.add_argument("--syn-hidden", type=int, default=CodecOptions.syn_hidden, help="synthesis hidden channels")
-    ap.add_argument("--upsampling", default="bilinear", choices=["bilinear", "learned", "learned_per_step"])
+    ap.add_argument("--upsampling", default="bilinear", choices=list(UPSAMPLING))
     ap.add_argument("--quantizer", default="softround", choices=["softround", "gumbel"])
     ap.add_argument("--arch-candidates", nargs="*", default=[], metavar="ARM,SYN",
                     help="further (ARM hidden, synthesis hidden) pairs; the best file by MSE + lambda bpp is kept")

@@ -64,16 +64,12 @@ class Header:
 
 def pack(header: Header, words: np.ndarray) -> bytes:
     a = header.arch
+    sizes = (a.height, a.width, a.n_levels, a.ctx_k, a.n_ctx, a.arm_hidden, a.arm_layers,
+             a.syn_hidden, a.enhance)
     if a.upsampling:
-        head = _ARCH.pack(
-            MAGIC, VERSION, a.height, a.width, a.n_levels, a.ctx_k, a.n_ctx, a.arm_hidden,
-            a.arm_layers, a.syn_hidden, a.enhance, a.upsampling, header.latent_max,
-        )
+        head = _ARCH.pack(MAGIC, VERSION, *sizes, a.upsampling, header.latent_max)
     else:  # bilinear: the version-1 layout, a byte shorter and identical to files written before
-        head = _ARCH_V1.pack(
-            MAGIC, 1, a.height, a.width, a.n_levels, a.ctx_k, a.n_ctx, a.arm_hidden,
-            a.arm_layers, a.syn_hidden, a.enhance, header.latent_max,
-        )
+        head = _ARCH_V1.pack(MAGIC, 1, *sizes, header.latent_max)
     return _with_groups_and_payload(head, header, words)
 
 

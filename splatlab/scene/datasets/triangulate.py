@@ -68,9 +68,6 @@ def triangulate_known_poses(
     frames ``ids`` (default: the training views) and their known poses.
 
     Raises SfMError when fewer than 2 images or no point could be triangulated."""
-    import imageio.v3 as iio
-    import pycolmap
-
     options = options or TriangulationOptions()
     ids = list(ds.train_ids if ids is None else ids)
     if len(ids) < 2:
@@ -81,6 +78,9 @@ def triangulate_known_poses(
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             return z["xyz"], z["rgb"], json.loads(str(z["stats"]))
+    import imageio.v3 as iio  # only for a fresh triangulation: a cached one needs neither
+    import pycolmap
+
     tmp = root / "work"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)

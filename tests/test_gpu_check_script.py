@@ -16,6 +16,6 @@ def test_gpu_check_dry_run_lists_the_steps_within_nine_minutes(tmp_path: Path) -
     r = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True,
                        env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
     steps = re.findall(r"^== (\w+) \(limit (\d+)s\)", r.stdout, re.M)
-    assert [s for s, _ in steps] == ["build_gsplat", "pytest_cuda", "rasterizer", "demo", "fox"]
+    assert [s for s, _ in steps] == ["build_gsplat", "pytest_cuda", "rasterizer", "demo", "fox", "fox_long"]
     assert sum(int(t) for _, t in steps) <= 540
     assert '"pytest_cuda": "dry"' in (tmp_path / "summary.json").read_text()

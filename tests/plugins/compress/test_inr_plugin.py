@@ -90,3 +90,11 @@ def test_architecture_candidates_from_the_panel_option():
     assert np.array_equal(decode(rep.files["image.inr"]), rep.images["decoded"])
     with pytest.raises(DataError, match="ARM,SYN"):
         InrImageCodec().run(PluginInputs(image=img), InrOptions(steps=1, arch_candidates="8;12"))
+    # the single architecture itself (the benchmark's --arm-hidden / --syn-hidden)
+    rep = InrImageCodec().run(PluginInputs(image=img), InrOptions(steps=20, anchors=False, arm_hidden=4,
+                                                                  syn_hidden=6))
+    assert (rep.metrics["arm_hidden"], rep.metrics["syn_hidden"]) == (4.0, 6.0)
+    assert np.array_equal(decode(rep.files["image.inr"]), rep.images["decoded"])
+    for bad in (dict(arm_hidden=0), dict(syn_hidden=256)):
+        with pytest.raises(DataError, match="1..255"):
+            InrImageCodec().run(PluginInputs(image=img), InrOptions(steps=1, anchors=False, **bad))

@@ -116,6 +116,9 @@ class CodecOptions:
     def arch(self, height: int, width: int) -> Arch:
         if self.upsampling not in UPSAMPLING:
             raise DataError(f"upsampling {self.upsampling!r} is not one of {', '.join(UPSAMPLING)}")
+        for name in ("arm_hidden", "syn_hidden"):  # one byte each in the header
+            if not 1 <= getattr(self, name) <= 255:
+                raise DataError(f"{name} must be 1..255 (the file stores it in one byte), got {getattr(self, name)}")
         return Arch(height, width, self.n_levels, self.ctx_k, self.n_ctx, self.arm_hidden,
                     self.arm_layers, self.syn_hidden, self.enhance, UPSAMPLING[self.upsampling])
 

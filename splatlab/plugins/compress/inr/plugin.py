@@ -28,23 +28,25 @@ class InrOptions:
     """Training iterations (encode time grows linearly; Cool-chic uses ~10^5)."""
     enhance: int = 0
     """EQLINR enhancement CNN channels after the synthesis (0: off, e.g. 8)."""
-    arm_hidden: int = CodecOptions.arm_hidden
-    """ARM hidden width (8, with syn_hidden 12, is the setting that beat AVIF on 192 px Kodak crops)."""
-    syn_hidden: int = CodecOptions.syn_hidden
+    arm_hidden: int = 8
+    """ARM hidden width. The plugin's 8 / 12 (the library's CodecOptions: 16 / 24) with learned
+    per-step upsampling: -9.9 % BD-rate against 16 / 24 bilinear at 600 steps on six 192 px Kodak
+    crops, ~8 % more encode time; at 10000 steps -4.0 % against AVIF (BENCHMARKS.md)."""
+    syn_hidden: int = 12
     """Synthesis hidden channels."""
     arch_candidates: str = ""
     """Further (ARM hidden, synthesis hidden) pairs to encode with, e.g. "8,12" or "8,12; 12,16";
-    the file with the lowest MSE + lambda bpp is kept (each pair adds one encode time). "8,12"
-    beside the default (16, 24) gave -8 % BD-rate vs AVIF on 192 px Kodak crops (BENCHMARKS.md)."""
+    the file with the lowest MSE + lambda bpp is kept (each pair adds one encode time). With
+    bilinear upsampling at 2000 steps, "8,12" beside (16, 24) won 17 of 18 files on 192 px Kodak
+    crops (BENCHMARKS.md, session 8)."""
     quantizer: Literal["softround", "gumbel"] = "softround"
     """Latent quantiser in training: C3 soft-round + Kumaraswamy noise, or EQLINR Gumbel annealing."""
-    upsampling: Literal["bilinear", "learned", "learned_per_step"] = "bilinear"
+    upsampling: Literal["bilinear", "learned", "learned_per_step"] = "learned_per_step"
     """Latent upsampling: fixed bilinear, or learned symmetric 8-tap kernels (one for all 2x steps,
     or one per step), coded in the file (Cool-chic 3.3 / 3.4). Per step saved 3.0 % BD-rate
     against bilinear at 6000 steps on 192 px Kodak crops, for ~25 % more encode time
-    (BENCHMARKS.md); not measured at this plugin's default steps. The setting that reaches -4.0 %
-    BD-rate against AVIF on those crops: steps 10000, arm_hidden 8, syn_hidden 12,
-    upsampling learned_per_step (~400 s per 192 px image on one CPU thread)."""
+    (BENCHMARKS.md). The setting that reaches -4.0 % BD-rate against AVIF on those crops: these
+    defaults with steps 10000 (~400 s per 192 px image on one CPU thread)."""
     max_side: int = 256
     """Larger inputs are downscaled (Lanczos) to this longest side first (0: never)."""
     anchors: bool = True

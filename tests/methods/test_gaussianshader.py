@@ -161,7 +161,7 @@ def test_training_export_reload_and_resume(small_demo, tmp_path: Path) -> None:
     assert float((tr.appearance.env.base.detach() - env0).abs().max()) > 0.05
     assert abs(float(torch.sigmoid(tr.params["tint"].detach()).mean()) - tint0) > 1e-3
     assert result.n_gaussians == len(tr.params["means"]) == len(tr.params["tint"])
-    assert float(tr.appearance.env.base.min()) >= 0.0 and float(tr.appearance.env.base.max()) <= 1.0
+    assert float(tr.appearance.env.base.detach().min()) >= 0.0 and float(tr.appearance.env.base.detach().max()) <= 1.0
 
     # export: INRIA PLY with SH DC = the diffuse colour and the shading extras; env map beside
     ply = run / "scene.ply"

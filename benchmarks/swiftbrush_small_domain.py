@@ -4,7 +4,8 @@ beats the teacher at one step and approaches it at 25 steps?
 Domain (procedural, 16 x 16 RGB, pixel space): a disk, square or ring in red, green, blue or
 yellow on a light-grey background, random position / size / colour jitter; captions
 "a <colour> <shape>" (12 prompts). Same model family as SD: a ``UNet2DConditionModel`` teacher
-(epsilon prediction, SD 2.1-base's scaled-linear DDPM schedule) conditioned on a tiny
+(epsilon prediction, or v with ``--prediction-type v_prediction``; SD 2.1-base's scaled-linear
+DDPM schedule) conditioned on a tiny
 ``CLIPTextModel`` (random, frozen: it only has to tell 12 captions apart), trained here with 10%
 empty captions for classifier-free guidance. The student is distilled by
 ``splatlab.plugins.generate.swiftbrush.SwiftBrushTrainer`` from prompts only (no images).
@@ -110,6 +111,9 @@ def make_unet():
 
 
 def train_teacher(unet, sched, x, y, embeds, null, steps: int, batch: int, log) -> float:
+    """Denoising training with 10% empty captions; the target is epsilon or v as ``sched``'s
+    ``prediction_type`` says (v = sqrt(abar) eps - sqrt(1 - abar) x0, diffusers' get_velocity)."""
+    v_pred = sched.config.prediction_type == "v_prediction"
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
     lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     g = torch.Generator().manual_seed(0)
@@ -124,7 +128,8 @@ def train_teacher(unet, sched, x, y, embeds, null, steps: int, batch: int, log) 
         eps = torch.randn(x0.shape, generator=g)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=e).sample, eps)
+        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_pred else eps
+        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=e).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -136,10 +141,12 @@ def train_teacher(unet, sched, x, y, embeds, null, steps: int, batch: int, log) 
 
 
 @torch.no_grad()
-def ddim_sample(unet, k: int, embeds, null, guidance: float, seed: int, chunk: int = 96) -> torch.Tensor:
+def ddim_sample(unet, k: int, embeds, null, guidance: float, seed: int, chunk: int = 96,
+                prediction_type: str = "epsilon") -> torch.Tensor:
     from diffusers import DDIMScheduler
 
-    ddim = DDIMScheduler.from_config({**SD21_SCHEDULER, "timestep_spacing": "trailing"})
+    ddim = DDIMScheduler.from_config({**SD21_SCHEDULER, "timestep_spacing": "trailing",
+                                      "prediction_type": prediction_type})
     ddim.set_timesteps(k)
     out = []
     g = torch.Generator().manual_seed(seed)
@@ -231,6 +238,12 @@ def evaluate_all(clfs, imgs, y, reals) -> dict[str, float]:
     return out
 
 
+def diversity(imgs: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over prompts of the per-pixel standard deviation across that prompt's samples
+    (images in [-1, 1]): 0 when every sample of a prompt is the same image (mode collapse)."""
+    return float(torch.stack([imgs[y == k].std(0).mean() for k in torch.unique(y)]).mean())
+
+
 def save_grid(path: Path, imgs: torch.Tensor, per_row: int) -> None:
     """A PNG of the first ``per_row`` images of each prompt (images [N, 3, 16, 16] in [0, 1])."""
     from PIL import Image
@@ -255,6 +268,10 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=4.5,
                     help="CFG of the teachers in the VSD gradient (official 4.5; the teacher's own "
                          "samples keep 4.5)")
+    ap.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+                    help="the teacher's parameterisation (SD 2.1-base: epsilon; SD 2.1 768: v). With v the "
+                         "student's x0 at t = 999 is sqrt(abar) z - sqrt(1 - abar) v, with no 1 / sqrt(abar) "
+                         "= 14.6 amplification of its error")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-seeds", default="1,2,3",
                     help="seeds of the metric classifiers (FD / alignment: the first seed's "
@@ -275,7 +292,7 @@ def main() -> None:
         logf.flush()
 
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
-    sched = DDPMScheduler.from_config(SD21_SCHEDULER)
+    sched = DDPMScheduler.from_config({**SD21_SCHEDULER, "prediction_type": args.prediction_type})
     encode = text_encoder()
     texts = [f"a {c} {s}" for s, c in PROMPTS]
     embeds, null = encode(texts), encode([""])
@@ -283,6 +300,9 @@ def main() -> None:
     log(f"data {tuple(x.shape)}")
     teacher_dir = args.work / "teacher"
     if (teacher_dir / "config.json").is_file():
+        kept = json.loads((args.work / "teacher_time.json").read_text()).get("prediction_type", "epsilon")
+        if kept != args.prediction_type:
+            raise SystemExit(f"{teacher_dir} was trained for {kept}, not {args.prediction_type}: use another --work")
         teacher = UNet2DConditionModel.from_pretrained(teacher_dir)
         results["teacher_train_s"] = json.loads((args.work / "teacher_time.json").read_text())["s"]
         log("teacher loaded")
@@ -290,7 +310,7 @@ def main() -> None:
         teacher = make_unet()
         s = train_teacher(teacher, sched, x, y, embeds, null, args.teacher_steps, args.batch, log)
         teacher.save_pretrained(teacher_dir)
-        (args.work / "teacher_time.json").write_text(json.dumps({"s": s}))
+        (args.work / "teacher_time.json").write_text(json.dumps({"s": s, "prediction_type": args.prediction_type}))
         results["teacher_train_s"] = s
     teacher.eval().requires_grad_(False)
 
@@ -300,12 +320,12 @@ def main() -> None:
         reals = [c(x[:2000])[0].numpy() for c in clfs]
 
     def score(name: str, imgs, labels, **extra) -> dict:
-        r = {**evaluate_all(clfs, imgs, labels, reals), **extra}
+        r = {**evaluate_all(clfs, imgs, labels, reals), "diversity": diversity(imgs, labels), **extra}
         results[name] = r
         save_grid(args.work / f"grid_{name}.png", imgs, 8)
         log(f"{name}: FD {r['fd']:.3f} align {r['align']:.3f} | over {len(clfs)} metric nets: FD "
             f"{r['fd_mean']:.1f} +- {r['fd_std']:.1f}, "
-            f"align {r['align_mean']:.3f} +- {r['align_std']:.3f}")
+            f"align {r['align_mean']:.3f} +- {r['align_std']:.3f} | diversity {r['diversity']:.3f}")
         return r
 
     score("real", xr, yr)
@@ -314,7 +334,7 @@ def main() -> None:
     ee = embeds[ye]
     for k in (1, 4, 25):
         t0 = time.perf_counter()
-        imgs = ddim_sample(teacher, k, ee, null, 4.5, seed=7)
+        imgs = ddim_sample(teacher, k, ee, null, 4.5, seed=7, prediction_type=args.prediction_type)
         dt = (time.perf_counter() - t0) / len(ee)
         score(f"teacher_{k}", imgs, ye, s_per_image=dt)
 

@@ -53,7 +53,7 @@ class DiffusionWeightsNotFoundError(WeightsNotFoundError):
 class DiffusionComponents:
     """The parts of a text-to-image latent diffusion model that SwiftBrush uses.
 
-    unet: ``UNet2DConditionModel`` (epsilon prediction).
+    unet: ``UNet2DConditionModel`` (epsilon or v prediction, as ``scheduler`` states).
     scheduler: ``DDPMScheduler`` with the model's training schedule (``alphas_cumprod`` [T]).
     text_encoder / tokenizer: CLIP text model and tokenizer (None for embeddings-only use).
     vae: ``AutoencoderKL`` (None for a pixel-space model).
@@ -164,10 +164,10 @@ def _load_parts(root: Path, device: str | torch.device, dtype: torch.dtype, with
 
 def _check_epsilon(scheduler: Any, what: str, root: Path) -> None:
     pt = scheduler.config.get("prediction_type", "epsilon")
-    if pt != "epsilon":
+    if pt not in ("epsilon", "v_prediction"):
         raise CheckpointError(
             f"{what}: {root} predicts {pt!r}; SwiftBrush here needs an epsilon-prediction model "
-            f"such as {TEACHER_ID} (SD 2.1 768 px is v-prediction)"
+            f"such as {TEACHER_ID} (or a v-prediction one such as SD 2.1 768 px)"
         )
 
 
@@ -182,7 +182,7 @@ def load_teacher(
 
     Raises:
         DiffusionWeightsNotFoundError: the weights are not here (message says what to download).
-        CheckpointError: the model is not epsilon-prediction.
+        CheckpointError: the model predicts neither epsilon nor v.
     """
     what = "Stable Diffusion 2.1-base teacher"
     root = resolve_weights_dir(name_or_path, what, TEACHER_ID, download)

@@ -32,6 +32,13 @@ NeRF replaced by the student):
    the whole batch's prompts with probability 0.1, the same share in expectation); gradient
    clipping, Adam on the LoRA parameters.
 
+Teachers that predict v (SD 2.1 768 px; ``prediction_type = "v_prediction"``) are supported
+beyond the paper: every noise estimate is the v output converted to epsilon
+(``eps = sqrt(abar) v + sqrt(1 - abar) x_t``), so steps 2-3 keep their formulas and weightings,
+and the student's x0 is ``sqrt(abar) z - sqrt(1 - abar) v_hat``. This matters for small models:
+the epsilon re-parameterisation divides the student's error by ``sqrt(abar_999) = 0.069``
+(a 14.6x amplification), the v one does not.
+
 All randomness comes from one ``torch.Generator`` whose state is checkpointed, so a resumed run
 continues exactly as an uninterrupted one. Checkpoints are written atomically (temporary file +
 ``os.replace``) and hold the student, its EMA, the LoRA parameters only (not the frozen base),
@@ -62,6 +69,9 @@ __all__ = [
     "one_step_generate",
     "add_lora",
     "lora_parameters",
+    "prediction_type",
+    "eps_from_output",
+    "x0_from_output",
 ]
 
 
@@ -106,23 +116,56 @@ def student_t(scheduler: Any) -> int:
     return int(scheduler.config.num_train_timesteps) - 1
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def prediction_type(scheduler: Any) -> str:
+    """The UNet's output parameterisation as its scheduler states it: ``"epsilon"`` (SD 2.1-base,
+    the official SwiftBrush teacher) or ``"v_prediction"`` (SD 2.1 768 px). ValueError otherwise."""
+    pt = scheduler.config.get("prediction_type", "epsilon")
+    if pt not in PREDICTION_TYPES:
+        raise ValueError(f"SwiftBrush needs an epsilon- or v-prediction teacher, got {pt!r}")
+    return pt
+
+
+def eps_from_output(out: Tensor, xt: Tensor, abar: Tensor, pt: str) -> Tensor:
+    """The noise estimate of a UNet output at noise level ``abar``: the output itself for epsilon
+    prediction; ``sqrt(abar) v + sqrt(1 - abar) x_t`` for v prediction (v = sqrt(abar) eps -
+    sqrt(1 - abar) x0, Salimans & Ho 2022). ``abar`` broadcasts against ``xt``."""
+    if pt == "epsilon":
+        return out
+    return abar.sqrt() * out + (1.0 - abar).sqrt() * xt
+
+
+def x0_from_output(out: Tensor, xt: Tensor, abar: Tensor, pt: str) -> Tensor:
+    """The clean-sample estimate of a UNet output: ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)``
+    for epsilon prediction, ``sqrt(abar) x_t - sqrt(1 - abar) v`` for v prediction (no division
+    by ``sqrt(abar)``, which is 0.069 at SD's t = 999)."""
+    if pt == "epsilon":
+        return (xt - (1.0 - abar).sqrt() * out) / abar.sqrt()
+    return abar.sqrt() * xt - (1.0 - abar).sqrt() * out
+
+
 def predict_x0(unet: Any, scheduler: Any, noise: Tensor, embeds: Tensor) -> Tensor:
     """The student's one-step output.
 
     Args:
-        unet: epsilon-prediction ``UNet2DConditionModel``.
-        scheduler: its training scheduler (``alphas_cumprod`` [T]).
+        unet: epsilon- or v-prediction ``UNet2DConditionModel`` (as ``scheduler`` states).
+        scheduler: its training scheduler (``alphas_cumprod`` [T], ``prediction_type``).
         noise: pure Gaussian noise, the input at t = T - 1. [B, C, H, W]
         embeds: text embeddings. [B, L, D]
 
     Returns:
-        x0 = (noise - sqrt(1 - abar) eps_hat) / sqrt(abar), abar = alphas_cumprod[T - 1]. [B, C, H, W]
+        x0 at abar = alphas_cumprod[T - 1]: (noise - sqrt(1 - abar) eps_hat) / sqrt(abar) for an
+        epsilon predictor (the paper's re-parameterisation), sqrt(abar) noise - sqrt(1 - abar) v_hat
+        for a v predictor. [B, C, H, W]
     """
+    pt = prediction_type(scheduler)
     t = student_t(scheduler)
     abar = scheduler.alphas_cumprod[t].to(noise.device, torch.float32)
     ts = torch.full((noise.shape[0],), t, dtype=torch.long, device=noise.device)
-    eps = unet(noise, ts, encoder_hidden_states=embeds).sample
-    return (noise - (1.0 - abar).sqrt() * eps) / abar.sqrt()
+    out = unet(noise, ts, encoder_hidden_states=embeds).sample
+    return x0_from_output(out, noise, abar, pt)
 
 
 @torch.no_grad()
@@ -187,7 +230,10 @@ class SwiftBrushTrainer:
     """Alternating VSD (student) / denoising (LoRA) updates; see the module docstring.
 
     Args:
-        teacher_unet: the pretrained epsilon-prediction UNet (copied; the argument is untouched).
+        teacher_unet: the pretrained epsilon- or v-prediction UNet (copied; the argument is
+            untouched). For a v predictor every noise estimate of the recipe (the VSD gradient,
+            the LoRA step's loss) is the v output converted to epsilon, so the recipe's
+            formulas and weightings are the same for both.
         scheduler: its DDPM training scheduler (``alphas_cumprod`` [T]).
         prompt_embeds: the training prompts' text embeddings (prompts only, no images). [P, L, D]
         null_embed: the empty prompt's embedding. [1, L, D] or [L, D]
@@ -207,8 +253,7 @@ class SwiftBrushTrainer:
         device: str | torch.device = "cpu",
     ) -> None:
         self.config = cfg = config or SwiftBrushConfig()
-        if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-            raise ValueError("SwiftBrushTrainer needs an epsilon-prediction teacher")
+        self.prediction_type = prediction_type(scheduler)
         if not 0 <= cfg.t_min <= cfg.t_max < scheduler.config.num_train_timesteps:
             raise ValueError(f"need 0 <= t_min <= t_max < T, got {cfg.t_min}, {cfg.t_max}")
         self.device = torch.device(device)
@@ -253,12 +298,17 @@ class SwiftBrushTrainer:
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps
 
+    def _eps(self, out: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        return eps_from_output(out, xt, self.alphas_cumprod[t].view(-1, 1, 1, 1), self.prediction_type)
+
     def _cfg(self, xt: Tensor, t: Tensor, embeds: Tensor, scale: float) -> Tensor:
+        """Guided noise estimate (CFG is linear, so guiding v then converting equals converting
+        then guiding)."""
         b = xt.shape[0]
         both = torch.cat([self.null_embed.expand(b, -1, -1), embeds])
         out = self.lora_unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=both).sample
         uncond, cond = out.chunk(2)
-        return uncond + scale * (cond - uncond)
+        return self._eps(uncond + scale * (cond - uncond), xt, t)
 
     def vsd_gradient(self, x0: Tensor, embeds: Tensor) -> tuple[Tensor, Tensor]:
         """``(grad = (1 - abar_t) (eps_teacher_cfg - eps_lora_cfg) [B, C, H, W], t [B])`` at a
@@ -303,7 +353,7 @@ class SwiftBrushTrainer:
         xt = self._noisy(x0.detach(), eps, t)
         drop = torch.rand((b,), generator=self.generator).to(self.device) < cfg.empty_prompt_prob
         cond = torch.where(drop.view(-1, 1, 1), self.null_embed.expand(b, -1, -1), embeds)
-        pred = self.lora_unet(xt, t, encoder_hidden_states=cond).sample
+        pred = self._eps(self.lora_unet(xt, t, encoder_hidden_states=cond).sample, xt, t)
         a = self.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)  # official: alpha_t-weighted MSE
         return F.mse_loss((a * pred).float(), (a * eps).float(), reduction="mean")
 

@@ -17,8 +17,10 @@ from splatlab.plugins.generate.swiftbrush import (  # noqa: E402
     SwiftBrushConfig,
     SwiftBrushTrainer,
     add_lora,
+    eps_from_output,
     lora_parameters,
     predict_x0,
+    x0_from_output,
 )
 
 # scheduler/scheduler_config.json of stabilityai/stable-diffusion-2-1-base (a PNDM config; the
@@ -54,17 +56,19 @@ def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
     )
 
 
-def scheduler() -> DDPMScheduler:
-    return DDPMScheduler.from_config(SD21_SCHEDULER)
+def scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    return DDPMScheduler.from_config({**SD21_SCHEDULER, "prediction_type": prediction_type})
 
 
-def make_trainer(unet=None, **cfg) -> SwiftBrushTrainer:
+def make_trainer(unet=None, prediction_type: str = "epsilon", **cfg) -> SwiftBrushTrainer:
     torch.manual_seed(1)
     embeds = torch.randn(6, L, D)
     null = torch.zeros(1, L, D)
     base = dict(batch_size=2, lora_rank=4, lora_alpha=8.0, lr=1e-3, lr_lora=1e-2, seed=3)
     base.update(cfg)
-    return SwiftBrushTrainer(unet or tiny_unet(), scheduler(), embeds, null, (4, 8, 8), SwiftBrushConfig(**base))
+    return SwiftBrushTrainer(
+        unet or tiny_unet(), scheduler(prediction_type), embeds, null, (4, 8, 8), SwiftBrushConfig(**base)
+    )
 
 
 def _inputs(b: int = 2, seed: int = 5):
@@ -138,17 +142,9 @@ def test_x0_reparameterisation_matches_the_scheduler_at_t999() -> None:
     assert float((back - z).abs().max()) < 1e-4
 
 
-def test_vsd_gradient_formula_and_loss_gradient() -> None:
-    tr = make_trainer()
-    with torch.no_grad():  # make the LoRA teacher differ from the frozen teacher
-        for p in lora_parameters(tr.lora_unet).values():
-            p.copy_(torch.randn_like(p) * 0.3)
-    x0 = torch.randn(2, 4, 8, 8)
-    e = tr.sample_batch()
-    state = tr.generator.get_state()
-    grad, t = tr.vsd_gradient(x0, e)
-    assert grad.abs().max() > 0
-    # recompute by hand from the same random draws
+def _unet_outputs_by_hand(tr, x0, e, state, t):
+    """Replay the VSD gradient's random draws from generator ``state`` and return abar and the raw
+    UNet outputs (teacher cond / uncond, LoRA cond / uncond) at the same x_t."""
     tr.generator.set_state(state)
     t2 = tr._randint(20, 981, 2)
     eps = tr._randn(2, 4, 8, 8)
@@ -161,6 +157,27 @@ def test_vsd_gradient_formula_and_loss_gradient() -> None:
         tc, tu = (tr.lora_unet(xt, t, encoder_hidden_states=c).sample for c in (e, null))
         tr.lora_unet.enable_adapters()
         lc, lu = (tr.lora_unet(xt, t, encoder_hidden_states=c).sample for c in (e, null))
+    return abar, tc, tu, lc, lu
+
+
+def _vsd_against_hand(tr):
+    """Make the LoRA teacher differ from the frozen one, take a VSD gradient at a random x0 and
+    return (x0, embeds, grad, abar, teacher cond, uncond, LoRA cond, uncond) with the UNet
+    outputs recomputed from the same draws."""
+    with torch.no_grad():
+        for p in lora_parameters(tr.lora_unet).values():
+            p.copy_(torch.randn_like(p) * 0.3)
+    x0 = torch.randn(2, 4, 8, 8)
+    e = tr.sample_batch()
+    state = tr.generator.get_state()
+    grad, t = tr.vsd_gradient(x0, e)
+    assert grad.abs().max() > 0
+    return (x0, e, grad, *_unet_outputs_by_hand(tr, x0, e, state, t))
+
+
+def test_vsd_gradient_formula_and_loss_gradient() -> None:
+    tr = make_trainer()
+    x0, e, grad, abar, tc, tu, lc, lu = _vsd_against_hand(tr)
     s = 4.5
     expect = (1 - abar) * ((tu + s * (tc - tu)) - (lu + s * (lc - lu)))
     assert float((grad - expect).abs().max()) < 1e-4 * float(expect.abs().max())
@@ -235,3 +252,53 @@ def test_resume_after_checkpoint_continues_identically(tmp_path) -> None:
         other.load_checkpoint(tmp_path / "ckpt.pt")
     with pytest.raises(CheckpointError, match="config differs"):
         make_trainer(lr=5e-4).load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_v_prediction_conversions_agree_with_diffusers_velocity() -> None:
+    sch = scheduler("v_prediction")
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn((3, 4, 8, 8), generator=g)
+    eps = torch.randn((3, 4, 8, 8), generator=g)
+    t = torch.tensor([0, 500, 999])
+    xt = sch.add_noise(x0, eps, t)
+    v = sch.get_velocity(x0, eps, t)  # diffusers' own definition of the v target
+    abar = sch.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert float((eps_from_output(v, xt, abar, "v_prediction") - eps).abs().max()) < 1e-4
+    assert float((x0_from_output(v, xt, abar, "v_prediction") - x0).abs().max()) < 1e-4
+    # epsilon prediction: the output is the noise estimate
+    assert torch.equal(eps_from_output(eps, xt, abar, "epsilon"), eps)
+    assert float((x0_from_output(eps, xt, abar, "epsilon") - x0).abs().max()) < 1e-3
+    # the student of a v predictor at t = 999: x0 = sqrt(abar) z - sqrt(1 - abar) v (no 1/sqrt(abar))
+    z = torch.randn((2, 4, 8, 8), generator=g)
+    vhat = torch.randn((2, 4, 8, 8), generator=g)
+    out = predict_x0(_FixedEps(vhat), sch, z, torch.zeros(2, L, D))
+    a = float(sch.alphas_cumprod[999])
+    assert float((out - (a**0.5 * z - (1 - a) ** 0.5 * vhat)).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="'sample'"):
+        predict_x0(_FixedEps(vhat), scheduler("sample"), z, torch.zeros(2, L, D))
+
+
+def test_v_prediction_trainer_uses_the_same_recipe_in_epsilon_space() -> None:
+    tr = make_trainer(prediction_type="v_prediction")
+    assert tr.step()["loss_vsd"] == 0.0  # LoRA == teacher at the start, as for epsilon
+    x0, e, grad, abar, tc, tu, lc, lu = _vsd_against_hand(tr)
+    null = tr.null_embed.expand(2, -1, -1)
+    s = 4.5
+    # eps_teacher - eps_lora = sqrt(abar) (v_teacher - v_lora): the x_t terms cancel
+    expect = (1 - abar) * abar.sqrt() * ((tu + s * (tc - tu)) - (lu + s * (lc - lu)))
+    assert float((grad - expect).abs().max()) < 1e-4 * float(expect.abs().max())
+    # the LoRA step's loss: the official alpha_t-weighted epsilon MSE, epsilon read from v
+    state = tr.generator.get_state()
+    loss = tr.lora_loss(x0, e)
+    tr.generator.set_state(state)
+    tl = tr._randint(0, 1000, 2)
+    eps = tr._randn(2, 4, 8, 8)
+    drop = torch.rand((2,), generator=tr.generator) < tr.config.empty_prompt_prob
+    cond = torch.where(drop.view(-1, 1, 1), null, e)
+    ab = tr.alphas_cumprod[tl].view(-1, 1, 1, 1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    with torch.no_grad():
+        v = tr.lora_unet(xt, tl, encoder_hidden_states=cond).sample
+    eps_hat = ab.sqrt() * v + (1 - ab).sqrt() * xt
+    ref = torch.nn.functional.mse_loss(ab.sqrt() * eps_hat, ab.sqrt() * eps)
+    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-5)

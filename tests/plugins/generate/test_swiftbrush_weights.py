@@ -120,9 +120,12 @@ def test_teacher_from_folder_and_from_hub_name_in_weights_dir(no_weights_here, t
     shutil.copytree(src, no_weights_here / "splatlab-weights" / "stable-diffusion-2-1-base")
     comps2 = load_teacher(TEACHER_ID)
     assert comps2.source.endswith("stable-diffusion-2-1-base")
+    # SD 2.1 768 px predicts v: accepted (the trainer converts v to epsilon); x0 prediction is not
     write_tiny_pipeline(tmp_path / "vpred", prediction_type="v_prediction")
-    with pytest.raises(CheckpointError, match="v_prediction"):
-        load_teacher(tmp_path / "vpred")
+    assert load_teacher(tmp_path / "vpred").scheduler.config.prediction_type == "v_prediction"
+    write_tiny_pipeline(tmp_path / "x0pred", prediction_type="sample")
+    with pytest.raises(CheckpointError, match="'sample'"):
+        load_teacher(tmp_path / "x0pred")
 
 
 def test_student_from_unet_folder_and_single_file(no_weights_here, tmp_path) -> None:

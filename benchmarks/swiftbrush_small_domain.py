@@ -128,7 +128,7 @@ def train_teacher(unet, sched, x, y, embeds, null, steps: int, batch: int, log) 
         eps = torch.randn(x0.shape, generator=g)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_pred else eps
+        target = sched.get_velocity(x0, eps, t) if v_pred else eps
         loss = F.mse_loss(unet(xt, t, encoder_hidden_states=e).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -162,7 +162,7 @@ def _load_parts(root: Path, device: str | torch.device, dtype: torch.dtype, with
     return out
 
 
-def _check_epsilon(scheduler: Any, what: str, root: Path) -> None:
+def _check_prediction(scheduler: Any, what: str, root: Path) -> None:
     pt = scheduler.config.get("prediction_type", "epsilon")
     if pt not in ("epsilon", "v_prediction"):
         raise CheckpointError(
@@ -193,7 +193,7 @@ def load_teacher(
         )
     _check_pipeline_dir(root, what, TEACHER_ID, ("unet", "scheduler"))
     parts = _load_parts(root, device, dtype, with_unet=True)
-    _check_epsilon(parts["scheduler"], what, root)
+    _check_prediction(parts["scheduler"], what, root)
     return DiffusionComponents(source=str(root), **parts)
 
 
@@ -275,7 +275,7 @@ def load_student(
     full = root.is_dir() and all((root / s).is_dir() for s in ("unet", "scheduler", "text_encoder", "tokenizer"))
     if full:
         parts = _load_parts(root, device, dtype, with_unet=True)
-        _check_epsilon(parts["scheduler"], what, root)
+        _check_prediction(parts["scheduler"], what, root)
         return DiffusionComponents(source=str(root), **parts)
     t_root = resolve_weights_dir(teacher, "Stable Diffusion 2.1-base teacher (student's text encoder, VAE)", TEACHER_ID, download)
     _check_pipeline_dir(t_root, "Stable Diffusion 2.1-base teacher", TEACHER_ID, ("unet", "scheduler"))
@@ -283,6 +283,6 @@ def load_student(
 
     cfg = UNet2DConditionModel.load_config(t_root, subfolder="unet")
     parts = _load_parts(t_root, device, dtype, with_unet=False)
-    _check_epsilon(parts["scheduler"], what, t_root)
+    _check_prediction(parts["scheduler"], what, t_root)
     parts["unet"] = load_student_unet(root, cfg, device, dtype)
     return DiffusionComponents(source=str(root), **parts)

@@ -163,11 +163,11 @@ def ddim_sample(unet, k: int, embeds, null, guidance: float, seed: int, chunk: i
 
 
 @torch.no_grad()
-def student_sample(unet, sched, embeds, seed: int, chunk: int = 96) -> torch.Tensor:
+def student_sample(unet, sched, embeds, seed: int, chunk: int = 96, t: int | None = None) -> torch.Tensor:
     from splatlab.plugins.generate.swiftbrush import one_step_generate
 
     g = torch.Generator().manual_seed(seed)
-    outs = [one_step_generate(unet, sched, embeds[s:s + chunk], (3, SIZE, SIZE), g) * 2 - 1
+    outs = [one_step_generate(unet, sched, embeds[s:s + chunk], (3, SIZE, SIZE), g, t=t) * 2 - 1
             for s in range(0, len(embeds), chunk)]
     return torch.cat(outs)
 
@@ -272,6 +272,15 @@ def main() -> None:
                     help="the teacher's parameterisation (SD 2.1-base: epsilon; SD 2.1 768: v). With v the "
                          "student's x0 at t = 999 is sqrt(abar) z - sqrt(1 - abar) v, with no 1 / sqrt(abar) "
                          "= 14.6 amplification of its error")
+    ap.add_argument("--student-timestep", type=int, default=None,
+                    help="the student's input timestep (default T - 1 = 999, the paper's); lower is an "
+                         "ablation outside the paper")
+    ap.add_argument("--lora-targets", default="to_q,to_v",
+                    help="modules the LoRA teacher adapts (official to_q,to_v; this UNet has attention at "
+                         "its 8 x 8 level only, so e.g. to_q,to_k,to_v,to_out.0,conv1,conv2 reaches more)")
+    ap.add_argument("--probe-timesteps", default="",
+                    help="comma list: only score the teacher's x0 from pure noise at each of these "
+                         "timesteps (a student's starting point there), write probe.json and stop")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--metric-seeds", default="1,2,3",
                     help="seeds of the metric classifiers (FD / alignment: the first seed's "
@@ -338,13 +347,23 @@ def main() -> None:
         dt = (time.perf_counter() - t0) / len(ee)
         score(f"teacher_{k}", imgs, ye, s_per_image=dt)
 
-    # the student's starting point: the teacher's x0 at t = 999 from pure noise, no CFG
-    imgs = student_sample(teacher, sched, ee, seed=7)
+    if args.probe_timesteps:
+        probe = {}
+        for t in (int(v) for v in args.probe_timesteps.split(",")):
+            probe[t] = score(f"init_t{t}", student_sample(teacher, sched, ee, seed=7, t=t), ye)
+        (args.work / "probe.json").write_text(json.dumps({"real": results["real"], **probe}, indent=2))
+        return
+
+    # the student's starting point: the teacher's x0 at the student's timestep (999 unless
+    # --student-timestep) from pure noise, no CFG
+    imgs = student_sample(teacher, sched, ee, seed=7, t=args.student_timestep)
     score("student_init", imgs, ye)
 
     ckpt = args.work / "swiftbrush.pt"
     cfg = SwiftBrushConfig(lora_rank=args.lora_rank, lora_alpha=args.lora_rank * 108 / 64, lr=args.student_lr,
-                           guidance_scale=args.guidance, lr_lora=1e-3, batch_size=args.student_batch, seed=0)
+                           guidance_scale=args.guidance, lr_lora=1e-3, batch_size=args.student_batch, seed=0,
+                           student_timestep=args.student_timestep,
+                           lora_target_modules=tuple(args.lora_targets.split(",")))
     tr = SwiftBrushTrainer(teacher, sched, embeds, null, (3, SIZE, SIZE), cfg)
     if ckpt.is_file():
         tr.load_checkpoint(ckpt)
@@ -361,7 +380,7 @@ def main() -> None:
     (args.work / "student_time.json").write_text(json.dumps({"s": results["student_train_s"]}))
     for name, net in (("student_ema", tr.ema_student()), ("student_raw", tr.student.eval())):
         t0 = time.perf_counter()
-        imgs = student_sample(net, sched, ee, seed=7)
+        imgs = student_sample(net, sched, ee, seed=7, t=args.student_timestep)
         dt = (time.perf_counter() - t0) / len(ee)
         score(name, imgs, ye, s_per_image=dt)
     tr.save_student(args.work / "student")

@@ -66,6 +66,9 @@ class DiffusionComponents:
     tokenizer: Any = None
     vae: Any = None
     source: str = ""
+    student_timestep: int | None = None
+    """A student's input timestep when its folder records one (``swiftbrush.json``, written by
+    ``SwiftBrushTrainer.save_student``); None: T - 1, the paper's (the official student)."""
 
 
 def _hf_cache_dir() -> Path:
@@ -256,6 +259,35 @@ def load_student_unet(
     return unet.to(device, dtype).requires_grad_(False).eval()
 
 
+STUDENT_META = "swiftbrush.json"
+
+
+def student_timestep_of(root: str | os.PathLike) -> int | None:
+    """The input timestep a student folder records in ``swiftbrush.json`` (in the folder or its
+    ``unet/``), or None when it records none. CheckpointError naming the file when it is not a
+    JSON object with an integer ``student_timestep``."""
+    import json
+
+    root = Path(root)
+    for f in (root / STUDENT_META, root / "unet" / STUDENT_META):
+        if not f.is_file():
+            continue
+        try:
+            meta = json.loads(f.read_text())
+            t = meta["student_timestep"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"{f} is not a SwiftBrush student record ({type(e).__name__}: {e}); it must be a JSON "
+                'object like {"student_timestep": 999}: rewrite it or delete it to use t = 999'
+            ) from e
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise CheckpointError(f"{f}: student_timestep must be an integer, got {t!r}")
+        return t
+    return None
+
+
 def load_student(
     name_or_path: str | os.PathLike = STUDENT_ID,
     teacher: str | os.PathLike = TEACHER_ID,
@@ -276,7 +308,7 @@ def load_student(
     if full:
         parts = _load_parts(root, device, dtype, with_unet=True)
         _check_prediction(parts["scheduler"], what, root)
-        return DiffusionComponents(source=str(root), **parts)
+        return DiffusionComponents(source=str(root), student_timestep=student_timestep_of(root), **parts)
     t_root = resolve_weights_dir(teacher, "Stable Diffusion 2.1-base teacher (student's text encoder, VAE)", TEACHER_ID, download)
     _check_pipeline_dir(t_root, "Stable Diffusion 2.1-base teacher", TEACHER_ID, ("unet", "scheduler"))
     from diffusers import UNet2DConditionModel
@@ -285,4 +317,5 @@ def load_student(
     parts = _load_parts(t_root, device, dtype, with_unet=False)
     _check_prediction(parts["scheduler"], what, t_root)
     parts["unet"] = load_student_unet(root, cfg, device, dtype)
-    return DiffusionComponents(source=str(root), **parts)
+    t = student_timestep_of(root) if root.is_dir() else None
+    return DiffusionComponents(source=str(root), student_timestep=t, **parts)

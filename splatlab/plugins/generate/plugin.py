@@ -126,7 +126,7 @@ def generate_image(options: SwiftBrushOptions, device: str) -> tuple[np.ndarray,
         cfg = comps.unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         gen = torch.Generator().manual_seed(int(options.seed))
-        img = one_step_generate(comps.unet, comps.scheduler, embeds, (cfg.in_channels, size, size), gen, comps.vae)
+        img = one_step_generate(comps.unet, comps.scheduler, embeds, (cfg.in_channels, size, size), gen, comps.vae, t=comps.student_timestep)
     out = (img[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     return out, {"load_s": t_load, "generate_s": time.perf_counter() - t0}
 

@@ -87,6 +87,10 @@ class SwiftBrushConfig:
     """LoRA rank r on to_q / to_v."""
     lora_alpha: float = 108.0
     """LoRA alpha (the update is scaled by alpha / r)."""
+    lora_target_modules: tuple[str, ...] = ("to_q", "to_v")
+    """Module names the LoRA adapts (peft ``target_modules``; official: to_q / to_v). A UNet with
+    attention at few resolutions may need more (to_k, to_out.0, conv1, conv2) for the LoRA teacher
+    to follow the student's distribution."""
     lr: float = 1e-6
     """Adam learning rate of the student."""
     lr_lora: float = 1e-3
@@ -109,11 +113,21 @@ class SwiftBrushConfig:
     """Adam betas of both optimisers."""
     adam_eps: float = 1e-8
     """Adam epsilon of both optimisers."""
+    student_timestep: int | None = None
+    """The timestep the student is fed with its pure-noise input (None: T - 1 = 999, the paper).
+    A lower value is an ablation outside the paper: the teacher it starts from then keeps more of
+    the noise in its x0 (``sqrt(abar_t) z``), so the student starts noise-dependent."""
 
 
-def student_t(scheduler: Any) -> int:
-    """The student's input timestep: the last training timestep T - 1 (999 for SD)."""
-    return int(scheduler.config.num_train_timesteps) - 1
+def student_t(scheduler: Any, t: int | None = None) -> int:
+    """The student's input timestep: ``t`` when given (checked to lie in [0, T - 1]), else the
+    last training timestep T - 1 (999 for SD), as the paper."""
+    last = int(scheduler.config.num_train_timesteps) - 1
+    if t is None:
+        return last
+    if not 0 <= int(t) <= last:
+        raise ValueError(f"the student's timestep must lie in [0, {last}], got {t}")
+    return int(t)
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -146,7 +160,7 @@ def x0_from_output(out: Tensor, xt: Tensor, abar: Tensor, pt: str) -> Tensor:
     return abar.sqrt() * xt - (1.0 - abar).sqrt() * out
 
 
-def predict_x0(unet: Any, scheduler: Any, noise: Tensor, embeds: Tensor) -> Tensor:
+def predict_x0(unet: Any, scheduler: Any, noise: Tensor, embeds: Tensor, t: int | None = None) -> Tensor:
     """The student's one-step output.
 
     Args:
@@ -154,14 +168,15 @@ def predict_x0(unet: Any, scheduler: Any, noise: Tensor, embeds: Tensor) -> Tens
         scheduler: its training scheduler (``alphas_cumprod`` [T], ``prediction_type``).
         noise: pure Gaussian noise, the input at t = T - 1. [B, C, H, W]
         embeds: text embeddings. [B, L, D]
+        t: the input timestep (None: T - 1, the paper's; see ``SwiftBrushConfig.student_timestep``).
 
     Returns:
-        x0 at abar = alphas_cumprod[T - 1]: (noise - sqrt(1 - abar) eps_hat) / sqrt(abar) for an
+        x0 at abar = alphas_cumprod[t]: (noise - sqrt(1 - abar) eps_hat) / sqrt(abar) for an
         epsilon predictor (the paper's re-parameterisation), sqrt(abar) noise - sqrt(1 - abar) v_hat
         for a v predictor. [B, C, H, W]
     """
     pt = prediction_type(scheduler)
-    t = student_t(scheduler)
+    t = student_t(scheduler, t)
     abar = scheduler.alphas_cumprod[t].to(noise.device, torch.float32)
     ts = torch.full((noise.shape[0],), t, dtype=torch.long, device=noise.device)
     out = unet(noise, ts, encoder_hidden_states=embeds).sample
@@ -176,6 +191,7 @@ def one_step_generate(
     shape: tuple[int, int, int],
     generator: torch.Generator | None = None,
     vae: Any = None,
+    t: int | None = None,
 ) -> Tensor:
     """Images from a one-step student.
 
@@ -184,26 +200,34 @@ def one_step_generate(
         shape: the UNet's sample shape (C, H, W).
         vae: ``AutoencoderKL`` to decode latents (divided by its scaling factor), or None for a
             pixel-space model whose x0 is the image in [-1, 1].
+        t: the student's input timestep (None: T - 1, as it was trained by the paper's recipe).
 
     Returns:
         images in [0, 1]. [B, 3, H', W']
     """
     dev = embeds.device
     noise = torch.randn((embeds.shape[0], *shape), generator=generator, dtype=torch.float32).to(dev)
-    x0 = predict_x0(unet, scheduler, noise, embeds.to(torch.float32))
+    x0 = predict_x0(unet, scheduler, noise, embeds.to(torch.float32), t)
     if vae is not None:
         x0 = vae.decode(x0 / vae.config.scaling_factor).sample
     return ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def add_lora(unet: Any, rank: int, alpha: float, adapter_name: str = "default") -> Any:
-    """Add LoRA adapters to ``unet``'s ``to_q`` / ``to_v`` through peft (``unet.add_adapter``,
+def add_lora(
+    unet: Any,
+    rank: int,
+    alpha: float,
+    adapter_name: str = "default",
+    target_modules: tuple[str, ...] | list[str] = ("to_q", "to_v"),
+) -> Any:
+    """Add LoRA adapters to ``unet``'s ``target_modules`` (default ``to_q`` / ``to_v``, the
+    official script's) through peft (``unet.add_adapter``,
     B initialised to zero so the adapted UNet starts as the identity), freeze every other
     parameter. Returns ``unet``."""
     from peft import LoraConfig
 
     config = LoraConfig(
-        r=int(rank), lora_alpha=float(alpha), target_modules=["to_q", "to_v"], init_lora_weights=True
+        r=int(rank), lora_alpha=float(alpha), target_modules=list(target_modules), init_lora_weights=True
     )
     unet.requires_grad_(False)
     unet.add_adapter(config, adapter_name=adapter_name)
@@ -262,12 +286,14 @@ class SwiftBrushTrainer:
         self.prompt_embeds = prompt_embeds.to(self.device, torch.float32)
         self.null_embed = null_embed.reshape(1, *prompt_embeds.shape[1:]).to(self.device, torch.float32)
         self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.student_timestep = student_t(scheduler, cfg.student_timestep)
         # student: a full trainable copy of the teacher
         self.student = copy.deepcopy(teacher_unet).to(self.device).requires_grad_(True).train()
         self.ema = {n: p.detach().clone() for n, p in self.student.named_parameters()}
         # teacher + LoRA teacher in one UNet (adapters off = frozen teacher)
         self.lora_unet = add_lora(
-            copy.deepcopy(teacher_unet).to(self.device), cfg.lora_rank, cfg.lora_alpha
+            copy.deepcopy(teacher_unet).to(self.device), cfg.lora_rank, cfg.lora_alpha,
+            target_modules=cfg.lora_target_modules,
         ).train()
         self.teacher_fingerprint = _fingerprint(self.lora_unet)
         self.opt = torch.optim.Adam(
@@ -334,7 +360,7 @@ class SwiftBrushTrainer:
         """One student update. Returns (loss, the student's x0 detached [B, C, H, W])."""
         cfg = self.config
         noise = self._randn(embeds.shape[0], *self.sample_shape)
-        x0 = predict_x0(self.student, self.scheduler, noise, embeds)
+        x0 = predict_x0(self.student, self.scheduler, noise, embeds, self.student_timestep)
         grad, _ = self.vsd_gradient(x0, embeds)
         loss = 0.5 * F.mse_loss(x0.float(), (x0 - grad).detach().float(), reduction="mean")
         self.opt.zero_grad(set_to_none=True)
@@ -415,9 +441,18 @@ class SwiftBrushTrainer:
         return m.requires_grad_(False).eval()
 
     def save_student(self, folder: str | os.PathLike, ema: bool = True) -> Path:
-        """The (EMA) student as a diffusers UNet folder, which ``load_student`` reads."""
+        """The (EMA) student as a diffusers UNet folder, which ``load_student`` reads, with its
+        input timestep in ``swiftbrush.json`` (so a student trained at another timestep than
+        999 is sampled at the one it learned)."""
+        import json
+
+        from ...models.diffusion import STUDENT_META
+        from ...utils import atomic_write_bytes
+
         folder = Path(folder)
         (self.ema_student() if ema else self.student).save_pretrained(folder)
+        meta = {"student_timestep": self.student_timestep, "prediction_type": self.prediction_type}
+        atomic_write_bytes(folder / STUDENT_META, json.dumps(meta).encode())
         return folder
 
     # ---------------------------------------------------------------------------- checkpoints

@@ -302,3 +302,54 @@ def test_v_prediction_trainer_uses_the_same_recipe_in_epsilon_space() -> None:
     eps_hat = ab.sqrt() * v + (1 - ab).sqrt() * xt
     ref = torch.nn.functional.mse_loss(ab.sqrt() * eps_hat, ab.sqrt() * eps)
     assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_student_timestep_option_feeds_that_timestep_and_its_abar() -> None:
+    """``student_timestep`` (an ablation outside the paper) changes only the student's input
+    timestep and the abar of its x0; None keeps the paper's T - 1; out of range is refused."""
+    sch = scheduler("v_prediction")
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn((2, 4, 8, 8), generator=g)
+    vhat = torch.randn((2, 4, 8, 8), generator=g)
+    net = _FixedEps(vhat)
+    out = predict_x0(net, sch, z, torch.zeros(2, L, D), t=700)
+    a = float(sch.alphas_cumprod[700])
+    assert a == pytest.approx(0.0825, abs=1e-3)  # 17.6x the abar of t = 999
+    assert net.t.tolist() == [700, 700]
+    assert float((out - (a**0.5 * z - (1 - a) ** 0.5 * vhat)).abs().max()) < 1e-5
+    for bad in (-1, 1000):
+        with pytest.raises(ValueError, match=r"\[0, 999\]"):
+            predict_x0(net, sch, z, torch.zeros(2, L, D), t=bad)
+    assert make_trainer().student_timestep == 999
+    tr = make_trainer(prediction_type="v_prediction", student_timestep=700)
+    seen = []
+    hook = tr.student.register_forward_pre_hook(lambda m, args: seen.append(args[1].tolist()))
+    tr.step()
+    hook.remove()
+    assert seen == [[700, 700]]
+    with pytest.raises(ValueError, match=r"\[0, 999\]"):
+        make_trainer(student_timestep=1000)
+
+
+def test_lora_target_modules_reach_the_resnet_convolutions_and_start_as_identity() -> None:
+    wide = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+    tr = make_trainer(lora_target_modules=wide)
+    official = lora_parameters(add_lora(tiny_unet(), rank=4, alpha=8.0))
+    params = lora_parameters(tr.lora_unet)
+    # the official set is contained, and every resnet's conv1 / conv2 is adapted too
+    assert set(official) < set(params)
+    convs = {n.split(".lora_")[0] for n in params if ".conv1." in n or ".conv2." in n}
+    n_resnets = sum(1 for n, _ in tiny_unet().named_modules() if n.endswith(".conv1"))
+    assert len(convs) == 2 * n_resnets > 0
+    assert all(float(p.detach().abs().max()) == 0.0 for n, p in params.items() if "lora_B" in n)
+    x, t, e = _inputs()
+    with torch.no_grad():
+        ref = tiny_unet()(x, t, encoder_hidden_states=e).sample
+        out = tr.lora_unet(x, t, encoder_hidden_states=e).sample
+    assert float((out - ref).abs().max()) == 0.0
+    # one LoRA step moves the conv adapters' B (they take part in the teacher's output)
+    loss = tr.lora_loss(torch.randn(2, 4, 8, 8), tr.sample_batch())
+    loss.backward()
+    g_conv = sum(float(p.grad.abs().sum()) for n, p in tr.lora_unet.named_parameters()
+                 if "lora_B" in n and (".conv1." in n or ".conv2." in n))
+    assert g_conv > 0.0

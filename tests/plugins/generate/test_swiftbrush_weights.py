@@ -179,3 +179,44 @@ def test_cli_run_without_weights_prints_the_download_hint(no_weights_here, tmp_p
     assert rc == 2
     assert "thuanz123/swiftbrush" in text and "huggingface-cli download" in text
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_student_saved_at_another_timestep_is_sampled_at_it(no_weights_here, tmp_path) -> None:
+    """``save_student`` records the student's input timestep in ``swiftbrush.json``;
+    ``load_student`` reads it back and the plugin samples at it; a broken record is refused,
+    naming the file."""
+    from splatlab.plugins.generate.plugin import SwiftBrushOptions, generate_image
+    from splatlab.plugins.generate.swiftbrush import (
+        SwiftBrushConfig,
+        SwiftBrushTrainer,
+        one_step_generate,
+    )
+
+    pipe = write_tiny_pipeline(tmp_path / "pipe", seed=3)
+    comps = load_teacher(pipe)
+    null = torch.zeros(1, 16, D)
+    tr = SwiftBrushTrainer(comps.unet, comps.scheduler, torch.randn(2, 16, D), null, (4, 8, 8),
+                           SwiftBrushConfig(batch_size=1, lora_rank=2, lora_alpha=4.0, student_timestep=700))
+    out = tr.save_student(tmp_path / "student")
+    assert json.loads((out / "swiftbrush.json").read_text())["student_timestep"] == 700
+    st = load_student(out, teacher=pipe)
+    assert st.student_timestep == 700
+    assert load_student(pipe, teacher=pipe).student_timestep is None  # the paper's 999
+    opts = SwiftBrushOptions(prompt="a red apple", student=str(out), teacher=str(pipe), seed=5)
+    img, _ = generate_image(opts, "cpu")
+    ids = st.tokenizer(["a red apple"], padding="max_length", max_length=st.tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        embeds = st.text_encoder(ids)[0]
+    by_t = {}
+    for t in (700, None):
+        x = one_step_generate(st.unet, st.scheduler, embeds, (4, 8, 8), torch.Generator().manual_seed(5), st.vae, t=t)
+        by_t[t] = (x[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    assert np.array_equal(img, by_t[700])
+    assert not np.array_equal(by_t[700], by_t[None])
+    (out / "swiftbrush.json").write_text('{"student_timestep": "late"}')
+    with pytest.raises(CheckpointError, match=r"swiftbrush\.json: student_timestep must be an integer"):
+        load_student(out, teacher=pipe)
+    (out / "swiftbrush.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"swiftbrush\.json is not a SwiftBrush student record"):
+        load_student(out, teacher=pipe)

@@ -2,13 +2,17 @@
 RawBoost, seen and held-out spoof methods, single systems vs score ensembles; Grad-CAM RCQ per
 region type on partial spoofs; training time. Prints markdown rows.
 
-The data set (splatlab.plugins.inspect.audio.synth) is made here: bona fide = espeak-ng voices,
-spoofs = Griffin-Lim / WORLD / LPC resynthesis, LPC held out of training by default. "SSL" is a
+The data set (splatlab.plugins.inspect.audio.synth) is made here: bona fide = espeak-ng voices
+(``--engines`` adds sung-like espeak-ng, flite and Festival; ``--human-test`` adds alsa-utils'
+human recordings to the test splits), spoofs = Griffin-Lim / WORLD / LPC resynthesis, LPC held
+out of training by default. With several engines, the held-out EER is also printed per engine. "SSL" is a
 tiny WavLM trained from random initialisation (no pretrained weights on this machine).
-Needs espeak-ng (`apt-get install -y espeak-ng`) and optionally pyworld. Usage:
+Needs espeak-ng (`apt-get install -y espeak-ng`; the other engines: `flite festival
+festvox-kallpc16k alsa-utils`) and optionally pyworld. Usage:
 
     python benchmarks/audio_deepfake.py [--archs lfcc_aasist ssl_aasist] [--seeds 0 1]
         [--rawboost 3] [--epochs 12] [--n-train 96] [--seconds 1] [--save detector.pt]
+        [--engines espeak,sung,flite,festival] [--human-test]
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from splatlab.plugins.inspect.audio.detector import (
 )
 from splatlab.plugins.inspect.audio.gradcam import REGION_TYPES, gradcam_time, rcq, region_masks
 from splatlab.plugins.inspect.audio.metrics import compute_eer, eer_from_labels, ensemble_scores
-from splatlab.plugins.inspect.audio.synth import make_dataset, speech_frames
+from splatlab.plugins.inspect.audio.synth import engine_of, make_dataset, speech_frames
 from splatlab.utils import atomic_write
 
 
@@ -54,6 +58,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids contention)")
     ap.add_argument("--save", default="", help="write the LFCC + RawBoost seed-0 detector here")
     ap.add_argument("--cache", default="", help="pickle of the data set (made once, then reused)")
+    ap.add_argument("--engines", default="espeak",
+                    help="comma-separated bona fide engines (espeak, sung, flite, festival)")
+    ap.add_argument("--human-test", action="store_true",
+                    help="add alsa-utils' human recordings (and their resyntheses) to the test splits")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -69,6 +77,8 @@ def main() -> None:
             seconds=args.seconds,
             heldout=args.heldout,
             seed=0,
+            engines=args.engines.split(","),
+            human_test=args.human_test,
         )
         if args.cache:
             with atomic_write(args.cache, "wb") as f:
@@ -124,7 +134,7 @@ def main() -> None:
                         "rawboost_algo": rb,
                         "rawboost_prob": args.rawboost_prob,
                         "epochs": args.epochs,
-                        "data": "synthetic espeak-ng bona fide vs vocoder resynthesis",
+                        "data": f"synthetic {args.engines} bona fide vs vocoder resynthesis",
                     }
                     save_detector(args.save, model, arch, default_config(arch), meta)
                     print(f"  saved {args.save}")
@@ -172,6 +182,31 @@ def main() -> None:
                 f"| {' + '.join(args.archs)} | {rbn} | ensemble of {len(keys)} | {100 * es:.2f} "
                 f"| {100 * eh:.2f} | - |"
             )
+
+    # held-out EER per bona fide engine (each engine's bona fide clips against the spoofs made
+    # from them): does the detector generalise across the voices?
+    held_eng = np.array([engine_of(u.voice) for u in ds.test_heldout])
+    engines = [e for e in dict.fromkeys(held_eng)]
+    if len(engines) > 1:
+        def by_engine(scores):
+            return [100 * eer_from_labels(scores[held_eng == e], held_y[held_eng == e]) for e in engines]
+
+        print()
+        print("| front-end | RawBoost | system | " + " | ".join(
+            f"held-out EER % {e} ({int(np.sum((held_eng == e) & (held_y == 1)))} bona fide)"
+            for e in engines) + " |")
+        print("|---|---|---|" + "---|" * len(engines))
+        for arch in args.archs:
+            for rb in (0, args.rawboost):
+                keys = [(arch, rb, s) for s in args.seeds]
+                rows = [("mean single", np.mean([by_engine(systems[k]["held"]) for k in keys], 0))]
+                if len(keys) > 1:
+                    fused_held = ensemble_scores(
+                        [systems[k]["held"] for k in keys], reference=[systems[k]["ref"] for k in keys]
+                    )
+                    rows.append((f"ensemble of {len(keys)}", by_engine(fused_held)))
+                for name, vals in rows:
+                    print(f"| {arch} | {rb_name(rb)} | {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
 
     # Grad-CAM RCQ on partial spoofs
     print()

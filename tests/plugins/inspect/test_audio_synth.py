@@ -95,3 +95,88 @@ def test_espeak_and_a_tiny_dataset() -> None:
     assert all(u.frame_labels.shape == (50,) and u.label == 0 for u in ds.partial)
     with pytest.raises(DataError, match="held-out method"):
         S.make_dataset(n_train=1, n_test=1, n_partial=0, heldout="nope")
+
+
+def median_f0(x: np.ndarray) -> float:
+    f0 = S._pitch_track(x, S.FS, S.FS // 100, int(0.04 * S.FS))
+    return float(np.median(f0[f0 > 0]))
+
+
+def needs(engine: str):
+    return pytest.mark.skipif(
+        not S.have_engine(engine), reason=f"needs the {engine} voices: {S._INSTALL[engine]}"
+    )
+
+
+@needs("sung")
+def test_sung_clip_holds_each_word_on_its_note() -> None:
+    low = S.espeak_sung(["laa"], [0], "en-us")
+    high = S.espeak_sung(["laa"], [12], "en-us")
+    fifth = S.espeak_sung(["laa"], [7], "en-us")
+    r12, r7 = median_f0(high) / median_f0(low), median_f0(fifth) / median_f0(low)
+    assert 1.6 < r12 < 2.2 and 1.25 < r7 < 1.6  # an octave, a fifth (espeak's % scale, ~+-10 %)
+    f0 = S._pitch_track(low, S.FS, S.FS // 100, int(0.04 * S.FS))
+    voiced = f0[f0 > 0]
+    assert np.percentile(voiced, 90) / np.percentile(voiced, 10) < 1.15  # a held, flat note
+    with pytest.raises(DataError, match="2 words but 1 notes"):
+        S.espeak_sung(["a", "b"], [0])
+
+
+@needs("flite")
+@pytest.mark.parametrize("voice", ["slt", "kal16"])
+def test_flite_follows_the_requested_pitch(voice: str) -> None:
+    lo = S.flite("seven bright stars shine above", voice, f0_mean=95)
+    hi = S.flite("seven bright stars shine above", voice, f0_mean=180)
+    assert lo.dtype == np.float32 and lo.size > 1.0 * S.FS
+    assert median_f0(lo) == pytest.approx(95, rel=0.15)
+    assert median_f0(hi) == pytest.approx(180, rel=0.15)
+    slow = S.flite("seven bright stars shine above", voice, stretch=1.5)
+    assert slow.size > 1.3 * S.flite("seven bright stars shine above", voice).size
+
+
+@needs("festival")
+def test_festival_follows_the_requested_pitch() -> None:
+    lo = S.festival("seven bright stars shine above", f0_mean=90)
+    hi = S.festival("seven bright stars shine above", f0_mean=160)
+    assert median_f0(hi) / median_f0(lo) > 1.4 and lo.size > 1.0 * S.FS
+
+
+def test_missing_engines_name_their_install_line(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DataError, match="apt-get install -y flite"):
+        S.flite("a")
+    with pytest.raises(DataError, match="festvox-kallpc16k"):
+        S.festival("a")
+    with pytest.raises(DataError, match="apt-get install -y espeak-ng"):
+        S.espeak_sung(["a"], [0])
+    with pytest.raises(DataError, match="espeak-ng"):
+        S.make_dataset(n_train=1, n_test=1, n_partial=0, engines=("sung",))
+    monkeypatch.setattr(S, "HUMAN_DIR", tmp_path)
+    with pytest.raises(DataError, match="alsa-utils"):
+        S.human_recordings()
+    with pytest.raises(DataError, match="unknown bona fide engine"):
+        S.have_engine("piper")
+
+
+@needs("flite")
+@needs("festival")
+@needs("human")
+@needs_espeak
+def test_mixed_engines_dataset_keeps_humans_out_of_training() -> None:
+    ds = S.make_dataset(
+        n_train=8, n_test=6, n_partial=1, seconds=1.0, heldout="griffin_lim", seed=3,
+        engines=S.BONA_FIDE_ENGINES, human_test=True,
+    )
+    train_eng = {S.engine_of(u.voice) for u in ds.train}
+    assert "human" not in train_eng and len(train_eng) >= 3
+    humans = [u for u in ds.test_heldout if S.engine_of(u.voice) == "human"]
+    n_h = len(S.human_recordings())
+    assert n_h >= 4 and len(humans) == 2 * n_h  # each recording + its held-out resynthesis
+    assert sum(u.label for u in humans) == n_h and {u.method for u in humans} == {"bonafide", "griffin_lim"}
+    assert all(u.audio.shape == (S.FS,) and np.isfinite(u.audio).all() for u in ds.test_seen)
+    rms = [float(np.sqrt(np.mean(u.audio**2))) for u in ds.train]
+    assert np.allclose(rms, 0.05, rtol=1e-3)
+    # the espeak-only default keeps bare espeak-ng voice names (its draws were checked equal to the
+    # previous, espeak-only version of make_dataset when engines were added)
+    ds1 = S.make_dataset(n_train=2, n_test=1, n_partial=0, seconds=1.0, seed=3)
+    assert all(u.voice in S.ESPEAK_VOICES for u in ds1.train + ds1.test_seen)

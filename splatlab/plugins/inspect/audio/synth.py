@@ -2,9 +2,18 @@
 
 What it is:
 
-- **bona fide** = espeak-ng formant synthesis (several English voices and variants, random pitch
-  and speed, sentences built from a fixed word list), resampled to 16 kHz. This is *not* human
-  speech: "bona fide" means "not passed through a neural or statistical vocoder";
+- **bona fide** = a text-to-speech engine's own output, resampled to 16 kHz, from sentences built
+  from a fixed word list with random pitch and speed. The engines (``make_dataset(engines=...)``):
+  ``espeak`` (espeak-ng formant synthesis, several English voices and variants; the default),
+  ``sung`` (espeak-ng through SSML: one held note per word, a random melody on a pentatonic scale,
+  flat intonation inside a word, slow rate; a sung-like pitch contour, not real singing),
+  ``flite`` (CMU flite: the ``kal16`` diphone voice and the ``awb`` / ``rms`` / ``slt`` CLUSTERGEN
+  voices, which are statistical parametric synthesis with flite's own vocoder) and ``festival``
+  (Festival's ``kal_diphone``, residual-excited LPC diphones). Optionally (``human_test``) the eight
+  human voice recordings that Debian's alsa-utils ships (``/usr/share/sounds/alsa``, "Front
+  left" ...) are added to the *test* splits only, with their resyntheses as spoofs. Apart from
+  those, this is *not* human speech: "bona fide" means "the engine's output, not passed through
+  one of the spoof vocoders below";
 - **spoofs** = the same utterances re-synthesised by a vocoder: ``griffin_lim`` (magnitude STFT +
   torchaudio's Griffin-Lim), ``world`` (WORLD analysis / synthesis via pyworld: DIO + StoneMask
   F0, CheapTrick envelope, D4C aperiodicity) and ``lpc`` (an order-18 LPC vocoder with a pulse /
@@ -13,10 +22,11 @@ What it is:
   the time-aligned resynthesis, with a label per 20 ms frame (1 = spoofed) and a speech /
   non-speech label per frame (energy VAD).
 
-A detector trained on it learns vocoder artefacts on top of espeak-ng; its EERs say nothing about
-real deepfakes of human voices. All signals are RMS-normalised to the same level so loudness is no
-cue. espeak-ng is a system package (``apt-get install -y espeak-ng``); pyworld is optional (the
-``world`` method is skipped, and said so, when it is missing).
+A detector trained on it learns vocoder artefacts on top of these engines; its EERs say nothing
+about real deepfakes of human voices. All signals are RMS-normalised to the same level so loudness
+is no cue. The engines are system packages (``apt-get install -y espeak-ng flite festival
+festvox-kallpc16k alsa-utils``); pyworld is optional (the ``world`` method is skipped, and said so,
+when it is missing).
 """
 
 from __future__ import annotations
@@ -41,9 +51,17 @@ __all__ = [
     "FRAME",
     "ESPEAK_VOICES",
     "SPOOF_METHODS",
+    "BONA_FIDE_ENGINES",
+    "FLITE_VOICES",
+    "HUMAN_DIR",
     "have_espeak",
+    "have_engine",
     "have_world",
     "espeak",
+    "espeak_sung",
+    "flite",
+    "festival",
+    "human_recordings",
     "griffin_lim",
     "world_resynth",
     "lpc_resynth",
@@ -52,6 +70,7 @@ __all__ = [
     "make_partial_spoof",
     "Utterance",
     "SynthSet",
+    "engine_of",
     "make_dataset",
 ]
 
@@ -76,9 +95,41 @@ _WORDS = (
 ).split()
 
 
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+"""flite's 16 kHz voices (its 8 kHz ``kal`` and the time-only ``awb_time`` are left out)."""
+BONA_FIDE_ENGINES = ("espeak", "sung", "flite", "festival")
+HUMAN_DIR = Path("/usr/share/sounds/alsa")
+"""alsa-utils' speaker-test recordings: a human voice saying "Front left", "Rear center", ..."""
+_PENTATONIC = (0, 2, 4, 7, 9, 12)  # semitones above the tonic
+_INSTALL = {
+    "espeak": "apt-get install -y espeak-ng",
+    "sung": "apt-get install -y espeak-ng",
+    "flite": "apt-get install -y flite",
+    "festival": "apt-get install -y festival festvox-kallpc16k",
+    "human": "apt-get install -y alsa-utils",
+}
+
+
 def have_espeak() -> bool:
     """Whether the ``espeak-ng`` program is installed."""
     return shutil.which("espeak-ng") is not None
+
+
+def have_engine(engine: str) -> bool:
+    """Whether bona fide engine ``engine`` (one of :data:`BONA_FIDE_ENGINES` or ``"human"``) can run
+    here."""
+    if engine in ("espeak", "sung"):
+        return have_espeak()
+    if engine == "flite":
+        return shutil.which("flite") is not None
+    if engine == "festival":
+        return (
+            shutil.which("text2wave") is not None
+            and Path("/usr/share/festival/voices/english/kal_diphone").is_dir()
+        )
+    if engine == "human":
+        return bool(_human_files())
+    raise DataError(f"unknown bona fide engine {engine!r}; choose from {BONA_FIDE_ENGINES}")
 
 
 def _load_pyworld() -> Any | None:
@@ -129,33 +180,117 @@ def _rms_normalize(x: np.ndarray, rms: float = 0.05) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def _read_16k(path: str | Path) -> np.ndarray:
+    """A wav file as mono float32 at :data:`FS`."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(path), dtype="float64")
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    g = np.gcd(FS, sr)
+    return signal.resample_poly(x, FS // g, sr // g).astype(np.float32)
+
+
+def _tts(engine: str, cmd: Sequence[str], what: str, stdin: str | None = None) -> np.ndarray:
+    """Run a TTS command line with ``{out}`` standing for the wav it writes; its audio at 16 kHz.
+
+    Raises:
+        DataError: the program is missing (with its install line) or failed.
+    """
+    if not have_engine(engine):
+        raise DataError(f"the {engine!r} voices need {cmd[0]}; install it with `{_INSTALL[engine]}`")
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "a.wav")
+        r = subprocess.run(
+            [c.replace("{out}", out) for c in cmd],
+            input=None if stdin is None else stdin.encode(),
+            capture_output=True,
+            timeout=60,
+        )
+        if r.returncode != 0 or not os.path.exists(out):
+            raise DataError(f"{cmd[0]} failed for {what}: {r.stderr.decode()[:200]}")
+        return _read_16k(out)
+
+
 def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:
     """espeak-ng speech for ``text`` at 16 kHz, float32 ``[T]``.
 
     Raises:
         DataError: espeak-ng is not installed (``apt-get install -y espeak-ng``) or failed.
     """
-    if not have_espeak():
-        raise DataError(
-            "espeak-ng is not installed; install it with `apt-get install -y espeak-ng`"
-        )
-    import soundfile as sf
+    cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", "{out}", text]
+    return _tts("espeak", cmd, f"voice {voice!r}")
 
-    with tempfile.TemporaryDirectory() as d:
-        out = os.path.join(d, "a.wav")
-        r = subprocess.run(
-            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", out, text],
-            capture_output=True,
-            timeout=60,
+
+def espeak_sung(
+    words: Sequence[str], notes: Sequence[int], voice: str = "en-us", rate: int = 55
+) -> np.ndarray:
+    """A sung-like espeak-ng clip: word ``i`` held on ``notes[i]`` semitones above the voice's
+    base pitch (SSML ``prosody pitch="+p%"`` with ``range="x-low"``, which flattens the
+    intonation inside the word), at ``rate`` % of the normal speed. float32 ``[T]`` at 16 kHz.
+
+    Raises:
+        DataError: espeak-ng missing or failed, or ``len(words) != len(notes)``.
+    """
+    if len(words) != len(notes):
+        raise DataError(f"{len(words)} words but {len(notes)} notes")
+    parts = [
+        f'<prosody pitch="+{100 * (2 ** (n / 12) - 1):.0f}%" range="x-low" rate="{rate}%">{w}'
+        "</prosody>"
+        for w, n in zip(words, notes, strict=True)
+    ]
+    cmd = ["espeak-ng", "-m", "-v", voice, "-w", "{out}", "<speak>" + " ".join(parts) + "</speak>"]
+    return _tts("sung", cmd, f"sung voice {voice!r}")
+
+
+def flite(text: str, voice: str = "slt", f0_mean: float = 110.0, stretch: float = 1.0) -> np.ndarray:
+    """CMU flite speech (voice one of :data:`FLITE_VOICES`) with mean F0 ``f0_mean`` Hz (the
+    ``rms`` voice ignores it) and durations scaled by ``stretch``. float32 ``[T]`` at 16 kHz.
+
+    Raises:
+        DataError: flite missing (``apt-get install -y flite``) or failed.
+    """
+    cmd = ["flite", "-voice", voice, "-t", text, "-o", "{out}",
+           "--setf", f"int_f0_target_mean={f0_mean:.0f}", "--setf", f"duration_stretch={stretch:.2f}"]
+    return _tts("flite", cmd, f"voice {voice!r}")
+
+
+def festival(text: str, f0_mean: float = 105.0, stretch: float = 1.0) -> np.ndarray:
+    """Festival's ``kal_diphone`` voice (``text2wave``) with target mean F0 ``f0_mean`` Hz and
+    durations scaled by ``stretch``. float32 ``[T]`` at 16 kHz.
+
+    Raises:
+        DataError: Festival or the voice missing (``apt-get install -y festival
+            festvox-kallpc16k``) or failed.
+    """
+    cmd = [
+        "text2wave", "-o", "{out}", "-eval", "(voice_kal_diphone)",
+        "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.2f})",
+        "-eval", f"(set! int_lr_params '((target_f0_mean {f0_mean:.0f}) (target_f0_std 15) "
+        "(model_f0_mean 170) (model_f0_std 34)))",
+    ]
+    return _tts("festival", cmd, "voice kal_diphone", stdin=text)
+
+
+def _human_files() -> list[Path]:
+    if not HUMAN_DIR.is_dir():
+        return []
+    return sorted(f for f in HUMAN_DIR.glob("*.wav") if f.stem != "Noise")
+
+
+def human_recordings() -> list[tuple[str, np.ndarray]]:
+    """The human voice recordings alsa-utils ships (``/usr/share/sounds/alsa/*.wav`` except
+    ``Noise.wav``): ``[(name, float32 [T] at 16 kHz)]``.
+
+    Raises:
+        DataError: none found (``apt-get install -y alsa-utils``).
+    """
+    files = _human_files()
+    if not files:
+        raise DataError(
+            f"no human recordings in {HUMAN_DIR}; install them with `{_INSTALL['human']}`"
         )
-        if r.returncode != 0 or not os.path.exists(out):
-            raise DataError(f"espeak-ng failed for voice {voice!r}: {r.stderr.decode()[:200]}")
-        x, sr = sf.read(out, dtype="float64")
-    if x.ndim > 1:
-        x = x.mean(axis=1)
-    g = np.gcd(FS, sr)
-    x = signal.resample_poly(x, FS // g, sr // g)
-    return x.astype(np.float32)
+    return [(f.stem, _read_16k(f)) for f in files]
 
 
 # ----------------------------------------------------------------------------- vocoders
@@ -325,7 +460,8 @@ class Utterance:
     method: str
     """'bonafide', a spoof method, or 'partial:<method>'."""
     voice: str
-    """espeak-ng voice."""
+    """The voice: an espeak-ng voice name (engine ``espeak``), else ``"<engine>:<voice>"``
+    (``sung:en-us``, ``flite:slt``, ``festival:kal_diphone``, ``human:Front_Left``)."""
     frame_labels: np.ndarray | None = None
     """Partial spoofs: int8 [T // 320], 1 = spoofed 20 ms frame."""
 
@@ -358,6 +494,12 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, (0, n - len(x)))
 
 
+def engine_of(voice: str) -> str:
+    """The bona fide engine of an :attr:`Utterance.voice` (``"espeak"`` for a bare espeak-ng voice
+    name)."""
+    return voice.split(":", 1)[0] if ":" in voice else "espeak"
+
+
 def make_dataset(
     n_train: int = 96,
     n_test: int = 48,
@@ -367,23 +509,39 @@ def make_dataset(
     seed: int = 0,
     voices: Sequence[str] = ESPEAK_VOICES,
     progress: Callable[[float, str], None] | None = None,
+    engines: Sequence[str] = ("espeak",),
+    human_test: bool = False,
 ) -> SynthSet:
-    """Build the splits. Each utterance is a fresh espeak-ng sentence (random voice, pitch 25-75,
-    speed 130-185 wpm) cut / zero-padded to ``seconds``. Train: ``n_train`` bona fide + as many
-    spoofs, split evenly over the training methods (each spoof from its own utterance). Test:
-    ``n_test`` other bona fide utterances, each also re-synthesised by every method (seen:
-    training methods; held-out: ``heldout``), and ``n_partial`` partial spoofs.
+    """Build the splits. Each utterance is a fresh sentence from a random engine of ``engines``
+    (:data:`BONA_FIDE_ENGINES`; espeak-ng / sung: a random voice of ``voices``, pitch 25-75, speed
+    130-185 wpm; flite: a random voice of :data:`FLITE_VOICES`, mean F0 85-200 Hz, durations x
+    0.85-1.2; festival: mean F0 85-160 Hz, same durations), cut / zero-padded to ``seconds``.
+    Train: ``n_train`` bona fide + as many spoofs, split evenly over the training methods (each
+    spoof from its own utterance). Test: ``n_test`` other bona fide utterances, each also
+    re-synthesised by every method (seen: training methods; held-out: ``heldout``), and
+    ``n_partial`` partial spoofs. ``human_test`` adds the alsa-utils human recordings
+    (:func:`human_recordings`) and their resyntheses to both test splits, never to training.
+    With the default ``engines=("espeak",)`` the draws are those of the espeak-only set of earlier
+    versions, so its figures repeat.
 
     Raises:
-        DataError: espeak-ng missing, or ``heldout`` unknown.
+        DataError: an engine unknown or not installed (with its install line), or ``heldout``
+            unknown.
     """
     methods = [m for m in SPOOF_METHODS if m != "world" or have_world()]
     if heldout not in methods:
         raise DataError(f"held-out method {heldout!r} not available; choose one of {methods}")
+    engines = tuple(engines)
+    if not engines:
+        raise DataError(f"no bona fide engine given; choose from {BONA_FIDE_ENGINES}")
+    for e in (*engines, *(("human",) if human_test else ())):
+        if not have_engine(e):
+            raise DataError(f"bona fide engine {e!r} is not installed: `{_INSTALL[e]}`")
+    humans = human_recordings() if human_test else []
     train_methods = tuple(m for m in methods if m != heldout)
     rng = np.random.default_rng(seed)
     n_samples = int(seconds * FS)
-    total = 2 * n_train + n_test * (1 + len(methods)) + n_partial
+    total = 2 * n_train + (n_test + len(humans)) * (1 + len(methods)) + n_partial
     done = 0
 
     def tick(msg: str) -> None:
@@ -393,9 +551,26 @@ def make_dataset(
             progress(done / total, msg)
 
     def bona() -> tuple[np.ndarray, str]:
-        voice = str(rng.choice(list(voices)))
-        x = espeak(_sentence(rng), voice, int(rng.integers(25, 76)), int(rng.integers(130, 186)))
-        return _rms_normalize(_fit(x, n_samples)), voice
+        engine = engines[0] if len(engines) == 1 else str(rng.choice(list(engines)))
+        if engine == "espeak":
+            name = str(rng.choice(list(voices)))
+            x = espeak(_sentence(rng), name, int(rng.integers(25, 76)), int(rng.integers(130, 186)))
+        elif engine == "sung":
+            voice = str(rng.choice(list(voices)))
+            n = int(rng.integers(4, 8))
+            tonic = int(rng.integers(-4, 5))
+            notes = [tonic + int(k) for k in rng.choice(_PENTATONIC, size=n)]
+            words = [str(w) for w in rng.choice(_WORDS, size=n)]
+            x = espeak_sung(words, notes, voice, rate=int(rng.integers(45, 71)))
+            name = f"sung:{voice}"
+        elif engine == "flite":
+            voice = str(rng.choice(FLITE_VOICES))
+            x = flite(_sentence(rng), voice, float(rng.uniform(85, 200)), float(rng.uniform(0.85, 1.2)))
+            name = f"flite:{voice}"
+        else:
+            x = festival(_sentence(rng), float(rng.uniform(85, 160)), float(rng.uniform(0.85, 1.2)))
+            name = "festival:kal_diphone"
+        return _rms_normalize(_fit(x, n_samples)), name
 
     ds = SynthSet(train_methods=train_methods, heldout_method=heldout)
     for _ in range(n_train):
@@ -407,8 +582,8 @@ def make_dataset(
         x, v = bona()
         ds.train.append(Utterance(resynthesize(x, m), 0, m, v))
         tick(m)
-    for _ in range(n_test):
-        x, v = bona()
+
+    def add_test(x: np.ndarray, v: str) -> None:
         ds.test_seen.append(Utterance(x, 1, "bonafide", v))
         ds.test_heldout.append(Utterance(x, 1, "bonafide", v))
         tick("bona fide")
@@ -416,10 +591,15 @@ def make_dataset(
             u = Utterance(resynthesize(x, m), 0, m, v)
             (ds.test_heldout if m == heldout else ds.test_seen).append(u)
             tick(m)
+
+    for _ in range(n_test):
+        add_test(*bona())
     for i in range(n_partial):
         m = train_methods[i % len(train_methods)]
         x, v = bona()
         y, lab = make_partial_spoof(x, resynthesize(x, m), rng)
         ds.partial.append(Utterance(_fit(y, n_samples), 0, f"partial:{m}", v, lab))
         tick("partial " + m)
+    for name, x in humans:
+        add_test(_rms_normalize(_fit(x, n_samples)), f"human:{name}")
     return ds

@@ -11,6 +11,7 @@ import pytest
 
 from splatlab.errors import DataError
 from splatlab.scene.datasets import detect_format, load_colmap, load_dataset
+from splatlab.scene.datasets.images import Distortion
 
 
 def rot_to_qvec(R: np.ndarray) -> np.ndarray:
@@ -136,10 +137,16 @@ def test_distorted_models_are_undistorted(tmp_path: Path, ds_synth, model_name: 
     write_text_model(tmp_path / "sparse" / "0", scene, ["a.png"], [(model_name, params)], [0])
     ds = load_dataset(tmp_path, normalize=False)
     f = ds.frames[0]
-    np.testing.assert_allclose(f.K, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+    # the same K, cropped to the pixels the lens saw (COLMAP's image_undistorter does the same)
+    x0, y0, x1, y1 = Distortion(fx, fy, cx, cy, f"colmap:{model_name}", tuple(params)).crop_box(
+        W, H
+    )
+    assert 0 < (x1 - x0) * (y1 - y0) <= W * H and (f.width, f.height) == (x1 - x0, y1 - y0)
+    np.testing.assert_allclose(f.K, [[fx, 0, cx - x0], [0, fy, cy - y0], [0, 0, 1]])
     img = ds.load_image(0)
-    got = ds_synth.dot_centroids(img, pinhole, radius=5)
-    assert np.abs(got - pinhole).max() < 0.5
+    assert img.shape[:2] == (f.height, f.width)
+    got = ds_synth.dot_centroids(img, pinhole - [x0, y0], radius=5)
+    assert np.abs(got - (pinhole - [x0, y0])).max() < 0.5
 
 
 def test_bad_models(tmp_path: Path, ds_synth) -> None:

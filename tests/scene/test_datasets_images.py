@@ -14,6 +14,7 @@ from splatlab.scene.datasets.images import (
     Distortion,
     cache_root,
     cached_image,
+    process_image,
     read_mask,
     read_rgb,
     undistort_points,
@@ -152,6 +153,42 @@ def test_distortion_maps_match_forward_model() -> None:
     np.testing.assert_allclose(
         undistort_points(d, want), np.stack([u.ravel(), v.ravel()], 1), atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("lens", "has_blank"),
+    [
+        (("opencv", (0.0578421, -0.0805099, -0.000980296, 0.00015575)), True),  # the fox's lens
+        (("opencv", (0.25, 0.05, 0.0, 0.0)), True),  # strong pincushion: blank edges
+        (("opencv", (-0.3, 0.08, 0.002, -0.001)), False),  # strong barrel: nothing blank or cut
+        (("opencv_fisheye", (0.05, -0.02, 0.01, -0.004)), False),  # maps inside the source
+    ],
+)
+def test_undistorted_images_have_no_blank_border(
+    tmp_path: Path, ds_synth, lens, has_blank: bool
+) -> None:
+    """Undistorting into the same K looks past the source at the borders; the crop removes every
+    such pixel (a white source stays white to the last row and column) and keeps the rest."""
+    W, H = 120, 90
+    fx, fy, cx, cy = 100.0, 98.0, 60.7, 44.6
+    d = Distortion(fx, fy, cx, cy, lens[0], lens[1])
+    src = ds_synth.write_image(tmp_path / "w.png", np.full((H, W, 3), 255, np.uint8))
+    mx, my = d.maps(W, H)
+    blank = ~((mx >= 0) & (mx <= W - 1) & (my >= 0) & (my <= H - 1))
+    # without the crop, blank pixels would be black in every view (pincushion lenses)
+    assert blank.any() == has_blank
+    for ds in (1, 2, 3):
+        x0, y0, x1, y1 = d.crop_box(W, H, ds)
+        assert not blank[y0:y1, x0:x1].any()
+        assert (x1 - x0) % ds == 0 and (y1 - y0) % ds == 0
+        if not blank.any():
+            assert (x0, y0, x1 - x0, y1 - y0) == (0, 0, W - W % ds, H - H % ds)
+        # the peel keeps every line that has no blank pixel on its side of the box
+        assert blank[y0 - 1, x0:x1].any() if y0 > 0 else True
+        assert blank[y0:y1, x0 - 1].any() if x0 > 0 else True
+        img = process_image(src, ds, d)
+        assert img.shape[:2] == ((y1 - y0) // ds, (x1 - x0) // ds)
+        assert img.min() >= 254, (lens, ds, int(img.min()))
 
 
 def test_fisheye_maps_match_forward_model() -> None:

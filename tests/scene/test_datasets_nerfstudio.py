@@ -12,6 +12,7 @@ from plyfile import PlyData, PlyElement
 
 from splatlab.errors import DataError
 from splatlab.scene.datasets import load_dataset, load_nerfstudio
+from splatlab.scene.datasets.images import Distortion
 
 
 def write_transforms(
@@ -164,11 +165,18 @@ def test_undistortion_puts_dots_at_pinhole_projection(tmp_path: Path, ds_synth) 
     for d in (1, 2):
         ds = load_dataset(tmp_path, downscale=d, normalize=False)
         f = ds.frames[0]
-        np.testing.assert_allclose(f.K, [[fx / d, 0, cx / d], [0, fy / d, cy / d], [0, 0, 1]])
+        # the same K, cropped to the pixels the lens saw (a size divisible by d), then downscaled
+        x0, y0, x1, y1 = Distortion(fx, fy, cx, cy, "opencv", (k1, k2, p1, p2)).crop_box(W, H, d)
+        assert (x1 - x0) % d == 0 and (y1 - y0) % d == 0
+        assert (f.width, f.height) == ((x1 - x0) // d, (y1 - y0) // d)
+        np.testing.assert_allclose(
+            f.K, [[fx / d, 0, (cx - x0) / d], [0, fy / d, (cy - y0) / d], [0, 0, 1]]
+        )
         assert f.image_path != tmp_path / "images" / "a.png"  # an undistorted cached copy
         img = ds.load_image(0)
-        got = ds_synth.dot_centroids(img, pinhole / d, radius=5 // d + 1)
-        err = np.abs(got - pinhole / d).max()
+        want = (pinhole - [x0, y0]) / d
+        got = ds_synth.dot_centroids(img, want, radius=5 // d + 1)
+        err = np.abs(got - want).max()
         assert err < 0.5 / d, (d, err)
         # without undistortion the dots are off by pixels (the test can fail)
         raw = ds_synth.dot_centroids(ds_synth.dot_image(seen, W, H) / 65535.0, pinhole, 5)
@@ -239,13 +247,25 @@ def test_fox_downscale4(ds_data_dir: Path, ds_cache: Path) -> None:
     ds = load_dataset(fox, downscale=4)
     assert len(ds) == 50 and len(ds.meta["skipped_frames"]) == 17  # 17 listed photos not shipped
     assert len(ds.test_ids) == 7 and len(ds.train_ids) == 43
-    K_want = np.array([[meta["fl_x"], 0, meta["cx"]], [0, meta["fl_y"], meta["cy"]], [0, 0, 1]])
+    # undistorted into the same K, cropped to the pixels the lens saw (no black border), / 4
+    lens = (meta["k1"], meta["k2"], meta["p1"], meta["p2"])
+    x0, y0, x1, y1 = Distortion(
+        meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"], "opencv", lens
+    ).crop_box(1080, 1920, 4)
+    assert 1040 <= x1 - x0 < 1080 and 1880 <= y1 - y0 < 1920  # a thin border only
+    w, h = (x1 - x0) // 4, (y1 - y0) // 4
+    K_want = np.array(
+        [[meta["fl_x"], 0, meta["cx"] - x0], [0, meta["fl_y"], meta["cy"] - y0], [0, 0, 1]]
+    )
     K_want[:2] /= 4
     for i, f in enumerate(ds.frames):
-        assert (f.width, f.height) == (270, 480)
+        assert (f.width, f.height) == (w, h)
         np.testing.assert_allclose(f.K, K_want, rtol=1e-12)
         img = ds.load_image(i)
-        assert img.shape == (480, 270, 3) and 0.05 < img.mean() < 0.95
+        assert img.shape == (h, w, 3) and 0.05 < img.mean() < 0.95
+        # no black border line (same-K undistortion left 76-100 % black outer rows / columns)
+        for line in (img[0], img[-1], img[:, 0], img[:, -1]):
+            assert (line.max(-1) < 0.02).mean() < 0.1
         assert Path(f.image_path).is_relative_to(ds_cache)  # never written into ../shared/data
     # the cameras look at a common point: least-squares closest point of the optical axes
     Rs, ts = ds.viewmats[:, :3, :3], ds.viewmats[:, :3, 3]
@@ -257,7 +277,7 @@ def test_fox_downscale4(ds_data_dir: Path, ds_cache: Path) -> None:
     assert (cam[:, 2] > 0.3).all()  # in front of every camera (normalised units)
     uv = cam @ ds.Ks[0].T
     uv = uv[:, :2] / uv[:, 2:]
-    inside = (uv[:, 0] > 0) & (uv[:, 0] < 270) & (uv[:, 1] > 0) & (uv[:, 1] < 480)
+    inside = (uv[:, 0] > 0) & (uv[:, 0] < w) & (uv[:, 1] > 0) & (uv[:, 1] < h)
     assert inside.all()
     # reloading uses the cache
     again = load_dataset(fox, downscale=4)

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ..cameras import scale_intrinsics
 from .base import Dataset, Frame
-from .images import Distortion, cached_images, relative_name
+from .images import Distortion, cached_images, processed_intrinsics, relative_name
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ def load_colmap(
             Frame(
                 name=relative_name(images_dir / im.name, root),
                 viewmat=_cam_from_world(im),
-                K=scale_intrinsics(K, w2 / cam.width, h2 / cam.height),
+                K=processed_intrinsics(K, cam.width, cam.height, downscale, cams[im.camera_id][1]),
                 width=w2,
                 height=h2,
                 image_path=img_path,

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
 CACHE_DIRNAME = ".splatlab_cache"
-_CACHE_VERSION = 1  # bump when the processing below changes, so old cached copies are not reused
+_CACHE_VERSION = 2  # bump when the processing below changes, so old cached copies are not reused
+# v2: undistorted images are cropped to the pixels the lens saw (no blank border)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +181,16 @@ def resolve_image_path(base: Path, file_path: str) -> Path | None:
 
 @dataclass(frozen=True)
 class Distortion:
-    """A lens model to undistort into the pinhole camera with the SAME ``K``.
+    """A lens model to undistort into the pinhole camera with the SAME ``K``, then crop.
+
+    Undistorting with the same ``K`` leaves blank pixels where the undistorted image looks past
+    the source (pincushion lenses, k1 > 0: a 1-2 px black border at 270x480 for the fox's mild
+    lens, wide blank edges for a strong one). Those pixels are the same in every view, so a
+    trainer fits them with floaters and an evaluation counts them as error. Like COLMAP's
+    ``image_undistorter`` (what the 3DGS papers' data goes through), :meth:`crop_box` keeps a
+    rectangle whose every pixel maps inside the source image, found by greedily peeling the
+    border line with the largest share of blank pixels; :func:`processed_intrinsics` gives the
+    ``K`` of the cropped (and downscaled) image.
 
     K: (fx, fy, cx, cy) of the source image in the pixel-centre convention above.
     model: ``"opencv"`` (params k1 k2 p1 p2 [k3 [k4 k5 k6]], OpenCV's ``distCoeffs``),
@@ -209,10 +219,81 @@ class Distortion:
         blob = json.dumps([self.fx, self.fy, self.cx, self.cy, self.model, list(self.params)])
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+    def crop_box(self, width: int, height: int, multiple: int = 1) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the rectangle of the undistorted image kept, in source pixels, with
+        every pixel's source position inside the source image and the size a multiple of
+        ``multiple`` (the downscale factor, so downscaling stays exact)."""
+        return _crop_box(self, int(width), int(height), max(1, int(multiple)))
+
     def maps(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """Remap tables for ``cv2.remap``: for each pixel of the undistorted image, the position in
         the distorted image (OpenCV convention, integer pixel centres). Two float32 [H, W]."""
         return _distortion_maps(self, int(width), int(height))
+
+
+@functools.lru_cache(maxsize=16)
+def _crop_box(d: Distortion, width: int, height: int, multiple: int) -> tuple[int, int, int, int]:
+    mx, my = d.maps(width, height)
+    bad = ~((mx >= 0) & (mx <= width - 1) & (my >= 0) & (my <= height - 1))
+    S = np.zeros((height + 1, width + 1), np.int64)  # summed-area table of the blank pixels
+    S[1:, 1:] = bad.cumsum(0).cumsum(1)
+
+    def blanks(x0: int, y0: int, x1: int, y1: int) -> int:
+        return int(S[y1, x1] - S[y0, x1] - S[y1, x0] + S[y0, x0])
+
+    x0, y0, x1, y1 = 0, 0, width, height
+    while x1 - x0 > 1 and y1 - y0 > 1 and blanks(x0, y0, x1, y1) > 0:
+        # peel the border line with the largest share of blank pixels
+        lines = {
+            "top": blanks(x0, y0, x1, y0 + 1) / (x1 - x0),
+            "bottom": blanks(x0, y1 - 1, x1, y1) / (x1 - x0),
+            "left": blanks(x0, y0, x0 + 1, y1) / (y1 - y0),
+            "right": blanks(x1 - 1, y0, x1, y1) / (y1 - y0),
+        }
+        side = max(lines, key=lines.get)
+        if side == "top":
+            y0 += 1
+        elif side == "bottom":
+            y1 -= 1
+        elif side == "left":
+            x0 += 1
+        else:
+            x1 -= 1
+    if blanks(x0, y0, x1, y1) > 0 or (x1 - x0) * (y1 - y0) < 0.05 * width * height:
+        raise DataError(
+            f"undistortion with the {d.model} lens {d.params} leaves no usable {width}x{height} "
+            "image: check the distortion parameters"
+        )
+    x1 -= (x1 - x0) % multiple
+    y1 -= (y1 - y0) % multiple
+    return x0, y0, x1, y1
+
+
+def processed_size(
+    width: int, height: int, downscale: int, distortion: Distortion | None
+) -> tuple[int, int]:
+    """Size of a ``width`` x ``height`` source image after undistortion (crop) and downscale."""
+    if distortion is not None and not distortion.is_identity():
+        x0, y0, x1, y1 = distortion.crop_box(width, height, downscale)
+        width, height = x1 - x0, y1 - y0
+    return scaled_size(width, height, downscale) if downscale > 1 else (width, height)
+
+
+def processed_intrinsics(
+    K: np.ndarray, width: int, height: int, downscale: int, distortion: Distortion | None
+) -> np.ndarray:
+    """``K`` of the processed copy (:func:`processed_size`) of a ``width`` x ``height`` source
+    image: shifted by the undistortion crop, then scaled (pixel-centre convention)."""
+    K = np.array(K, dtype=np.float64, copy=True)
+    out_w, out_h = processed_size(width, height, downscale, distortion)
+    if distortion is not None and not distortion.is_identity():
+        x0, y0, x1, y1 = distortion.crop_box(width, height, downscale)
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        width, height = x1 - x0, y1 - y0
+    K[0, :] *= out_w / width
+    K[1, :] *= out_h / height
+    return K
 
 
 @functools.lru_cache(maxsize=4)
@@ -363,15 +444,18 @@ def _resize_area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def process_image(
     src: Path, downscale: int = 1, distortion: Distortion | None = None, kind: str = "image"
 ) -> np.ndarray:
-    """Undistort (same K) then downscale by ``downscale`` one image; returns the raw array
-    (RGB(A), source dtype). Images use bilinear remapping and area averaging; masks
-    (``kind="mask"``) nearest neighbour, so they stay binary."""
+    """Undistort (same K, then the crop of :meth:`Distortion.crop_box`) and downscale by
+    ``downscale`` one image; returns the raw array (RGB(A), source dtype). Images use bilinear
+    remapping and area averaging; masks (``kind="mask"``) nearest neighbour, so they stay binary."""
     img = _imread_raw(src)
     h, w = img.shape[:2]
     if distortion is not None and not distortion.is_identity():
         mx, my = distortion.maps(w, h)
         interp = cv2.INTER_NEAREST if kind == "mask" else cv2.INTER_LINEAR
         img = cv2.remap(img, mx, my, interp, borderMode=cv2.BORDER_CONSTANT)
+        x0, y0, x1, y1 = distortion.crop_box(w, h, downscale)
+        img = np.ascontiguousarray(img[y0:y1, x0:x1])
+        h, w = img.shape[:2]
     if downscale > 1:
         size = scaled_size(w, h, downscale)
         if kind == "mask":
@@ -414,7 +498,8 @@ def cached_image(
     expect_wh: tuple[int, int] | None = None,
     kind: str = "image",
 ) -> tuple[Path, int, int]:
-    """Path and (width, height) of ``src`` after undistortion and downscale.
+    """Path and (width, height) of ``src`` after undistortion (with its crop) and downscale;
+    :func:`processed_intrinsics` gives the ``K`` that goes with it.
 
     Without either operation this is ``src`` itself. Otherwise the processed copy is written once
     into the cache (see the module docstring) and reused. ``expect_wh`` checks the size of the
@@ -436,7 +521,7 @@ def cached_image(
     except ValueError:
         rel = Path(hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:12]) / src.name
     dst = base / rel.with_name(rel.name + ".png")
-    ow, oh = scaled_size(w, h, downscale) if downscale > 1 else (w, h)
+    ow, oh = processed_size(w, h, downscale, distortion)
     if dst.is_file() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
         if image_size(dst) == (ow, oh):
             return dst, ow, oh

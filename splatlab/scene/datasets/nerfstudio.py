@@ -29,9 +29,16 @@ from typing import Any, Literal
 import numpy as np
 
 from ...errors import DataError
-from ..cameras import intrinsics_matrix, opengl_c2w_to_opencv_viewmat, scale_intrinsics
+from ..cameras import intrinsics_matrix, opengl_c2w_to_opencv_viewmat
 from .base import Dataset, Frame
-from .images import Distortion, cached_images, image_size, relative_name, resolve_image_path
+from .images import (
+    Distortion,
+    cached_images,
+    image_size,
+    processed_intrinsics,
+    relative_name,
+    resolve_image_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +259,12 @@ def load_nerfstudio(
 
     frames: list[Frame] = []
     for k, (e, (K, w, h), (img_path, w2, h2)) in enumerate(zip(entries, pinholes, processed)):
+        K2 = processed_intrinsics(K, w, h, downscale, distortions[k])
         frames.append(
             Frame(
                 name=relative_name(e["src"], root),
                 viewmat=opengl_c2w_to_opencv_viewmat(e["c2w"]),
-                K=scale_intrinsics(K, w2 / w, h2 / h),
+                K=K2,
                 width=w2,
                 height=h2,
                 image_path=img_path,

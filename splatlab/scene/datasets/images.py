@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from ...errors import DataError
+from ..cameras import scale_intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +292,7 @@ def processed_intrinsics(
         K[0, 2] -= x0
         K[1, 2] -= y0
         width, height = x1 - x0, y1 - y0
-    K[0, :] *= out_w / width
-    K[1, :] *= out_h / height
-    return K
+    return scale_intrinsics(K, out_w / width, out_h / height)
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,9 +6,9 @@ D-SSIM, forward + backward, at the fox's coarse (118x66) and full (475x266) trai
 torchmetrics' SSIM (dense 11x11 window, reflection padding: our metric and training loss)
 against pytorch_msssim's (two 1-D passes, valid padding, the padding of gsplat's training
 loss). The second needs ``pip install pytorch-msssim``; it is not a dependency, because it did
-not pay in whole runs (BENCHMARKS.md). Adam: the trainer's six per-parameter optimizers (means, scales, quats, opacities, sh0, shN of SH degree 3) for N
-Gaussians, in torch's three implementations (for-loop, foreach, fused). Median of 20 after 3
-warm-ups, milliseconds.
+not pay in whole runs (BENCHMARKS.md). Adam: the trainer's six per-parameter optimizers
+(means, scales, quats, opacities, sh0, shN of SH degree 3) for N Gaussians, in torch's three
+implementations (for-loop, foreach, fused). Median of 20 after 3 warm-ups, milliseconds.
 """
 
 from __future__ import annotations
